@@ -13,9 +13,9 @@ import time
 import urllib.error
 import urllib.request
 
-from aimem_standin.common import (AppError, ArgSpec, ExitCode, config_is_v2, env_nonblank,
-                                  env_truthy_trimmed)
+from aimem_standin.common import (AppError, ArgSpec, ExitCode, config_is_v2, env_nonblank)
 from aimem_standin import db as dbm
+from aimem_standin import envparse
 
 OWN_JSON = True
 USAGE = "ai-memory doctor [OPTIONS]"
@@ -238,8 +238,7 @@ def resolve_llm(ctx):
         p = llm["api_key_file"]
         try:
             mode = os.stat(p).st_mode & 0o777
-            if mode & 0o077 and not env_truthy_trimmed(
-                    env, "AI_MEMORY_PASSPHRASE_FILE_ALLOW_LAX_PERMS"):
+            if mode & 0o077 and not envparse.lax_perms_api_key_file(env):
                 key_source = "error"
                 key_error = (
                     "[llm].api_key_file = \"%s\" has lax permissions (mode = %o; expected 0400 "

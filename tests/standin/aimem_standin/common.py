@@ -5,6 +5,8 @@ Contract: tests/standin/CONTRACT.md.  Facts: §1.2, §1.10, §2.7, §2.8, §6, �
 import os
 import sys
 
+from aimem_standin import envparse
+
 try:  # Python 3.11+
     import tomllib as _toml
 except ImportError:  # pragma: no cover - hosts run 3.11
@@ -68,21 +70,15 @@ class ExitCode(StandinError):
 
 
 # --------------------------------------------------------------------------- env parsers (§6)
+# One implementation of each parser, in envparse.py; these names are the core's spelling of them.
 def env_on_unless_zero(env, name):
     """FED_REQUIRE_SIG / FED_REQUIRE_NONCE: ON unless the value is exactly ``0``."""
-    return env.get(name) != "0"
+    return envparse._on_unless_zero(env, name)
 
 
 def env_one_or_true(env, name):
     """SSRF_GUARD_ALLOW_DNS_FAIL / GOVERNANCE_FAIL_OPEN_ON_ERROR / LAX_PERMS (passphrase)."""
-    v = env.get(name)
-    return v is not None and (v == "1" or v.lower() == "true")
-
-
-def env_truthy_trimmed(env, name):
-    """LAX_PERMS for [llm].api_key_file: trimmed, lowercased, 1/true/yes/on."""
-    v = env.get(name)
-    return v is not None and v.strip().lower() in ("1", "true", "yes", "on")
+    return envparse._one_or_true(env, name)
 
 
 def env_nonblank(env, name):
@@ -330,19 +326,7 @@ def resolve_permissions_mode(build, env, config, messages=None):
     """Return (mode, source) for v0.7.0 builds; (None, None) on 0.6.4."""
     if not build.is_v07:
         return None, None
-    raw = env.get("AI_MEMORY_PERMISSIONS_MODE")
-    if raw is not None:
-        v = raw.lower()  # lowercased, NOT trimmed
-        if v in PERMISSION_MODES:
-            return v, "env"
-        if messages is not None:
-            messages.append(
-                "ai-memory: AI_MEMORY_PERMISSIONS_MODE=\"%s\" is not a valid mode (expected "
-                "enforce / advisory / off); falling back to config.toml" % raw)
-    perms = config.get("permissions")
-    if isinstance(perms, dict) and perms.get("mode") in PERMISSION_MODES:
-        return perms["mode"], "config"
-    return "enforce", "default"
+    return envparse.effective_permissions_mode(env, config, messages.append if messages is not None else None)
 
 
 # --------------------------------------------------------------------------- Ctx
