@@ -26,8 +26,6 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "fleet"))
 
 from fleetlib import Fleet  # noqa: E402
 
-OUT = os.path.join(ROOT, "build", "demo")
-FLEET_NAME = "demo"
 
 
 def _load_builder():
@@ -71,10 +69,13 @@ def main():
     ap.add_argument("--rows", type=int, default=2000, help="memories per host")
     ap.add_argument("--keep", action="store_true", help="leave the fleet up afterwards")
     ap.add_argument("--down", action="store_true", help="only tear a kept demo fleet down")
+    ap.add_argument("--name", default="demo", help="fleet name (build/<name> holds builds and reports)")
     args = ap.parse_args()
+    fleet_name = args.name
+    OUT = os.path.join(ROOT, "build", fleet_name)
 
     if args.down:
-        Fleet(name=FLEET_NAME, owner_pid=None).down()
+        Fleet(name=fleet_name, owner_pid=None).down()
         print("demo fleet down")
         return 0
 
@@ -89,7 +90,7 @@ def main():
         for triple, sha in sorted(built["pins"][build].items()):
             print("  %-6s %-28s %s" % (build, triple, sha))
 
-    fleet = Fleet(name=FLEET_NAME, n=args.hosts, shared=True, http_dir=os.path.join(OUT, "mirror"),
+    fleet = Fleet(name=fleet_name, n=args.hosts, shared=True, http_dir=os.path.join(OUT, "mirror"),
                   owner_pid=None if args.keep else True)
     print("\n=== bringing up %d test hosts (own network namespace each)" % args.hosts, flush=True)
     t0 = time.monotonic()

@@ -15,11 +15,12 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test fleet needs 
 
 
 def test_demo_upgrades_fleet_and_second_run_changes_nothing():
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "demo.py"), "--hosts", "2", "--rows", "300"],
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "demo.py"), "--hosts", "2", "--rows", "300",
+                           "--name", "demotest"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert "upgrade run 2:" in proc.stdout and "'h1': 0, 'h2': 0" in proc.stdout
-    reports = sorted(glob.glob(os.path.join(ROOT, "build", "demo", "report", "*.json")))
+    reports = sorted(glob.glob(os.path.join(ROOT, "build", "demotest", "report", "*.json")))
     assert [os.path.basename(p) for p in reports] == ["h1.json", "h2.json"]
     for path in reports:
         with open(path) as f:
