@@ -51,3 +51,32 @@ def test_only_stdlib_or_guarded_tomlkit(path):
                 continue
             assert name in NEWER_STDLIB | {"tomlkit"}, "%s imports third-party %s" % (path, name)
             assert id(node) in guarded, "%s imports %s without a guard" % (path, name)
+
+
+def _python38():
+    """A working Python 3.8 (pyenv shims exist for versions that are not selected: run it to know)."""
+    import shutil
+    import subprocess
+    for p in (os.path.expanduser("~/.pyenv/versions/3.8.18/bin/python3.8"), shutil.which("python3.8")):
+        if p and os.access(p, os.X_OK):
+            res = subprocess.run([p, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
+            if res.returncode == 0 and res.stdout.strip() == "(3, 8)":
+                return p
+    return None
+
+
+PY38 = _python38()
+UTILS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "plugins", "module_utils", "*.py"))
+               if not os.path.basename(p).startswith("_"))
+
+
+@pytest.mark.skipif(PY38 is None, reason="no Python 3.8 interpreter on this machine")
+@pytest.mark.parametrize("name", UTILS)
+def test_module_utils_import_on_python38(name):
+    """Importing runs every def/class statement, so annotations such as list[str] fail here."""
+    import subprocess
+    code = ("import sys; sys.path.insert(0, %r); "
+            "import ansible_collections.aimem.fleet.plugins.module_utils.%s" % (os.path.join(ROOT, ".collections"), name))
+    res = subprocess.run([PY38, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert res.returncode == 0, res.stderr
