@@ -777,13 +777,22 @@ def restore(db, snapshot, check_mode=False, allow_holders=False, expect_version=
     present_side = [p for k, p in sorted(side.items()) if os.path.lexists(p)]
     live = None
     if os.path.lexists(db):
-        with Reader(db) as r:
-            live = describe(r.conn, integrity_level="none", with_db_digest=True)
-        result["before"] = {"schema_version": live["schema_version"], "counts": live["counts"],
-                            "content_digest": live["content_digest"], "db_digest": live["db_digest"],
-                            "sidecars": present_side}
-        if live["db_digest"] == snap["db_digest"] and not present_side:
-            return result
+        try:
+            with Reader(db) as r:
+                live = describe(r.conn, integrity_level="none", with_db_digest=True)
+        except (SchemaError, sqlite3.DatabaseError) as e:
+            if not os.path.isfile(db) or not os.access(db, os.R_OK):
+                raise
+            # A damaged live DB is exactly what a rollback must replace: keep it aside, unread.
+            live = {"error": str(e)}
+        if "error" in live:
+            result["before"] = {"schema_version": None, "error": live["error"], "sidecars": present_side}
+        else:
+            result["before"] = {"schema_version": live["schema_version"], "counts": live["counts"],
+                                "content_digest": live["content_digest"], "db_digest": live["db_digest"],
+                                "sidecars": present_side}
+            if live["db_digest"] == snap["db_digest"] and not present_side:
+                return result
     else:
         result["before"] = {"schema_version": None, "sidecars": present_side}
     holders, complete = find_holders([db, side["wal"], side["shm"]])

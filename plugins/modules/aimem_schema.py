@@ -390,7 +390,9 @@ SCHEMA_INIT_MISSING = (
     "`cargo build --release --features sal,sal-postgres` and point `binary` at it "
     "(facts 5.3, 8.1 item 12)."
 )
-_URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)@")
+# The password runs to the LAST '@' of the authority (an unencoded '@' in a password is accepted
+# by URL parsers), so the match is greedy up to the first '/', '?', '#' or whitespace.
+_URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^/?#\s]*)@")
 
 
 def mask_url(text, url=None):
@@ -420,6 +422,18 @@ def _sqlite_store_path(url):
     return None
 
 
+def _store_version(module, path, result):
+    """Schema version of the sqlite:// store, or fail_json naming the file and the fix."""
+    try:
+        return ss.inspect(path, integrity_level="none", with_holders=False)["schema_version"]
+    except ss.SchemaError as e:
+        module.fail_json(msg=to_native(e), path=e.path, hint=e.hint, **result)
+    except Exception as e:  # sqlite3.Error on a damaged file
+        module.fail_json(msg="cannot read the schema version of the sqlite store %s: %s: %s" % (
+            path, type(e).__name__, to_native(e)), path=path,
+            hint="check that %s is an ai-memory SQLite DB (or fix store_url)" % path, **result)
+
+
 def run_init(module):
     p = module.params
     url = p["store_url"]
@@ -435,7 +449,7 @@ def run_init(module):
     sqlite_path = _sqlite_store_path(url)
     before = None
     if sqlite_path and os.path.exists(sqlite_path):
-        before = ss.inspect(sqlite_path, integrity_level="none", with_holders=False)["schema_version"]
+        before = _store_version(module, sqlite_path, result)
     if module.check_mode:
         result["changed"] = True if before is None else before < p["target_version"]
         module.exit_json(**result)
@@ -454,19 +468,24 @@ def run_init(module):
     try:
         data = json.loads(out)
     except ValueError:
-        module.fail_json(msg="%s schema-init --json printed no JSON: %s" % (binary, mask_url(out, url)[:500]),
-                         **result)
+        data = None
+    if not isinstance(data, dict):
+        module.fail_json(msg="%s schema-init --json printed no JSON object: %s" % (binary, mask_url(out, url)[:500]),
+                         hint="point `binary` at an ai-memory source build with --features sal,sal-postgres "
+                              "whose schema-init supports --json (facts 5.3)", **result)
     result["schema_init"] = _mask_obj(data, url)
     if sqlite_path:
-        after = ss.inspect(sqlite_path, integrity_level="none", with_holders=False)["schema_version"]
+        after = _store_version(module, sqlite_path, result)
         result["changed"] = before != after
     else:
         # Postgres: the version before cannot be read without a driver; schema-init migrates
         # only when behind, but report the run as a change.
         result["changed"] = True
     if p["expect_version"] is not None and data.get("schema_version") != p["expect_version"]:
-        module.fail_json(msg="schema-init left store %s at schema %r, expected %d" % (
-            mask_url(url, url), data.get("schema_version"), p["expect_version"]), **result)
+        module.fail_json(msg="%s schema-init left store %s at schema %r, expected %d" % (
+            binary, mask_url(url, url), data.get("schema_version"), p["expect_version"]),
+            hint="use a binary whose schema version is %d (release/v0.7.0 is 54, the v0.7.0 tag build "
+                 "42) or fix expect_version" % p["expect_version"], **result)
     module.exit_json(**result)
 
 

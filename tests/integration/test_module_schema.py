@@ -294,3 +294,43 @@ def test_postgres_url_on_sal_build_without_postgres_is_clear(tmp_path, bins):
     res = r.task("init")
     assert "sal-postgres" in res["msg"]
     assert "pw-hidden" not in r.stdout + r.stderr + json.dumps(r.results)
+
+
+def test_init_url_password_containing_at_sign_never_leaks(tmp_path, bins):
+    # an unencoded '@' in the password is accepted by URL parsers (userinfo ends at the last '@')
+    url = "postgres://aimem:p@ss-hidden-tail@127.0.0.1:1/aimem"
+    r = run_playbook(tmp_path, [{"name": "init", M: {"state": "init", "store_url": url,
+                                                     "binary": bins["0.7.0"]}}], env=_home(tmp_path))
+    assert r.rc != 0
+    assert "schema-init" in r.task("init")["msg"]
+    assert "ss-hidden-tail" not in r.stdout + r.stderr + json.dumps(r.results)
+
+
+def test_init_on_a_sqlite_store_that_is_no_db_fails_naming_it(tmp_path):
+    d = tmp_path / "store"
+    d.mkdir()
+    bad = d / "not-a.db"
+    bad.write_bytes(b"garbage" * 1000)
+    r = run_playbook(tmp_path, [{"name": "init", M: {"state": "init", "store_url": "sqlite://%s" % bad,
+                                                     "binary": "/bin/true"}}], check=True)
+    assert r.rc != 0
+    res = r.task("init")
+    assert str(bad) in res["msg"] and res.get("hint"), res
+    assert "Traceback" not in json.dumps(res) and "MODULE FAILURE" not in res["msg"]
+    assert bad.read_bytes() == b"garbage" * 1000
+
+
+@pytest.mark.parametrize("output, needle", [("not json at all", "no JSON"),
+                                            ('{"schema_version": 41, "kind": "postgres"}', "expected 54")])
+def test_init_bad_schema_init_output_fails_with_a_fix(tmp_path, output, needle):
+    fake = tmp_path / "ai-memory-fake"
+    fake.write_text("#!/bin/sh\ncat <<'OUT'\n%s\nOUT\n" % output)
+    fake.chmod(0o755)
+    r = run_playbook(tmp_path, [{"name": "init", M: {"state": "init", "binary": str(fake),
+                                                     "store_url": "postgres://u:pw-x@127.0.0.1:1/db",
+                                                     "expect_version": 54}}])
+    assert r.rc != 0
+    res = r.task("init")
+    assert needle in res["msg"] and str(fake) in res["msg"]
+    assert "sal" in res.get("hint", "") or "expect_version" in res.get("hint", ""), res
+    assert "pw-x" not in r.stdout + r.stderr + json.dumps(r.results)

@@ -495,3 +495,25 @@ def test_snapshot_or_restore_onto_the_db_itself_is_refused(tmp_path):
     with pytest.raises(ss.SchemaError):
         ss.restore(db, db)
     assert {f: sha(str(tmp_path / f)) for f in files} == files
+
+
+@pytest.mark.parametrize("damage", ["malformed", "not-a-database"])
+def test_restore_replaces_a_damaged_db_and_keeps_it_aside(tmp_path, damage):
+    """A rollback must work exactly when the live DB is damaged; the damaged file is kept aside."""
+    db = make_v20(tmp_path / "a.db", rows=300)
+    snap = ss.take_snapshot(db)
+    original = ss.inspect(db, with_db_digest=True)
+    if damage == "malformed":
+        with open(db, "r+b") as f:
+            f.seek(4096 * 2)
+            f.write(b"\xff" * 4096 * 4)
+    else:
+        with open(db, "wb") as f:
+            f.write(b"garbage" * 1000)
+    damaged_sha = sha(db)
+    res = ss.restore(db, snap["snapshot"])
+    assert res["changed"] is True
+    assert res["before"]["schema_version"] is None and res["before"]["error"]
+    now = ss.inspect(db, with_db_digest=True)
+    assert now["db_digest"] == original["db_digest"] and now["integrity_ok"] is True
+    assert sha(res["replaced"]) == damaged_sha
