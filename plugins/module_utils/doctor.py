@@ -203,8 +203,8 @@ def gate(report, fail_on="critical", ignore_sections=None):
     """Gate decision over a parsed report.
 
     ``ignore_sections`` removes sections from the decision (the report keeps them). The
-    could-not-open-database report can never be ignored away: its only section stands for the
-    whole DB. Returns ``{passed, fail_on, effective_overall, failing_sections, ignored_sections,
+    could-not-open-database report can never be ignored away, and fails even with
+    ``fail_on="never"``: its only section stands for the whole DB, and no health was read. Returns ``{passed, fail_on, effective_overall, failing_sections, ignored_sections,
     unknown_ignored}``.
     """
     if fail_on not in FAIL_ON_RANK:
@@ -215,7 +215,11 @@ def gate(report, fail_on="critical", ignore_sections=None):
                   if s["name"] not in ignore or report["db_open_failed"]]
     threshold = FAIL_ON_RANK[fail_on]
     failing = []
-    if threshold is not None:
+    if report["db_open_failed"]:
+        # Not a health finding but the absence of one: doctor read nothing. Fails whatever fail_on
+        # says, like any other run that produced no usable report.
+        failing = list(considered)
+    elif threshold is not None:
         failing = [s for s in considered if SEVERITY_RANK[s["severity"]] >= threshold]
     return {
         "passed": not failing,
@@ -268,12 +272,16 @@ def chain_gate(chain, require_signatures=False):
     """List of failure reasons (empty = pass). Signature failures count only when required (4)."""
     reasons = []
     if not chain["chain_holds"]:
-        reasons.append("signed-events chain breaks at sequence=%s (%s row(s) walked)"
+        reasons.append("signed-events chain breaks at sequence=%s (%s row(s) walked) - fix: treat the "
+                       "signed_events rows from that sequence on as tampered; restore the DB from a "
+                       "verified snapshot taken before the break and investigate"
                        % (chain["chain_break"], chain["rows_checked"]))
     if require_signatures and chain["signature_failures"]:
         shown = ", ".join(str(x) for x in chain["signature_failures"][:20])
         more = len(chain["signature_failures"]) - 20
-        reasons.append("signature verification failed for sequence(s) %s%s"
+        reasons.append("signature verification failed for sequence(s) %s%s - fix: check that the "
+                       "signing agents' public keys are registered (ai-memory identity) or set "
+                       "require_signatures: false while unsigned events are expected"
                        % (shown, (" and %d more" % more) if more > 0 else ""))
     return reasons
 

@@ -39,8 +39,9 @@ description:
   - All probes run with C(HOME) pointed at the private scratch directory, so the binary's
     start-up preamble (which writes a comment-only C(~/.config/ai-memory/config.toml) template
     when it is missing, and on v0.7.0 creates the audit directory) touches only that scratch
-    directory. The real doctor run uses the given O(environment) (normally the service user's
-    HOME), where that preamble does run.
+    directory. C(AI_MEMORY_AUDIT_DIR), C(AI_MEMORY_LOG_DIR), C(AI_MEMORY_KEY_DIR) and the
+    C(XDG_*_HOME) variables are pointed into it as well. The real doctor run uses the given
+    O(environment) (normally the service user's HOME), where that preamble does run.
 attributes:
   check_mode:
     support: full
@@ -62,7 +63,9 @@ options:
     default: ai-memory
   db:
     description:
-      - Database path, passed as C(--db). Relative paths are relative to O(chdir).
+      - Database path. Relative paths are relative to O(chdir).
+      - The resolved absolute path is always passed as C(--db), so the binary opens exactly the
+        file whose schema version the module checked.
       - When omitted, the module resolves the DB exactly like the binary does (C(AI_MEMORY_DB)
         unless it is the literal C(ai-memory.db), else the config's top-level C(db), tilde-expanded
         by v0.7.0 only, else C(ai-memory.db) in the working directory) so that it can read the
@@ -80,6 +83,8 @@ options:
         (the config is always C($HOME/.config/ai-memory/config.toml)).
       - Values are never returned. Use O(secret_environment) for secrets such as
         C(AI_MEMORY_LLM_API_KEY) or C(AI_MEMORY_DB_PASSPHRASE) so they are also hidden from logs.
+        Values of names that look secret (containing C(KEY), C(SECRET), C(TOKEN), C(PASS),
+        C(CREDENTIAL)) are masked like O(secret_environment) anyway, with a warning.
       - Boolean values are rejected; ai-memory parses strings, and C(true)/C(false) do not mean
         what they seem for several variables (write C("1")/C("0")).
     type: dict
@@ -91,7 +96,8 @@ options:
     default: {}
   fail_on:
     description:
-      - Lowest section severity that fails the gate. V(never) only reports.
+      - Lowest section severity that fails the gate. V(never) only reports (except a database
+        that doctor could not open, which always fails).
       - The gate uses the sections that are not in O(ignore_sections); the result always keeps
         the full report.
     type: str
@@ -102,7 +108,8 @@ options:
       - Section names left out of the gate decision, for example C(LLM Reachability (#1146)) on
         hosts where Ollama is intentionally down. Names are matched exactly; a name that is not
         in the report produces a warning.
-      - The single-section report of a database that could not be opened cannot be ignored.
+      - The single-section report of a database that could not be opened cannot be ignored, and
+        fails the task whatever O(fail_on) says.
     type: list
     elements: str
     default: []
@@ -110,6 +117,7 @@ options:
     description:
       - Also run C(verify-signed-events-chain --format json) and fail when the chain breaks.
       - Needs a v0.7.0 binary; it opens (and would migrate) the DB, so the schema guard applies.
+      - The local DB must exist, also with O(remote) (the command would create an empty one).
       - Independent of O(fail_on).
     type: bool
     default: false
@@ -358,6 +366,19 @@ except ImportError:
 
 
 
+# Environment variables that choose where the binary's preamble writes; the probes point them
+# all into their scratch directory.
+PROBE_DIR_VARS = (
+    ("AI_MEMORY_AUDIT_DIR", os.path.join(".local", "state", "ai-memory", "audit")),
+    ("AI_MEMORY_LOG_DIR", os.path.join(".local", "state", "ai-memory", "logs")),
+    ("AI_MEMORY_KEY_DIR", os.path.join(".config", "ai-memory", "keys")),
+    ("XDG_CONFIG_HOME", ".config"),
+    ("XDG_STATE_HOME", os.path.join(".local", "state")),
+    ("XDG_DATA_HOME", os.path.join(".local", "share")),
+    ("XDG_CACHE_HOME", ".cache"),
+)
+
+
 class Doctor(object):
     def __init__(self, module):
         self.module = module
@@ -389,6 +410,9 @@ class Doctor(object):
                 if v is None:
                     continue
                 if src == "environment" and D.looks_secret(str(k)):
+                    if to_native(v):
+                        # masked everywhere in the result, including invocation.module_args
+                        self.module.no_log_values.add(to_native(v))
                     self.module.warn("environment.%s looks like a secret; pass it in secret_environment so it is "
                                      "hidden from logs (its value is never returned)" % k)
                 env[str(k)] = to_native(v)
@@ -418,6 +442,11 @@ class Doctor(object):
             penv = dict(env)
             penv["HOME"] = scratch
             penv["AI_MEMORY_BOOT_ENABLED"] = "1"
+            # The start-up preamble creates the audit directory (and may write logs) wherever these
+            # point; keep every such write inside the scratch directory, never in the real HOME or
+            # the service's real state/log directories (check mode writes nothing real).
+            for var, sub in PROBE_DIR_VARS:
+                penv[var] = os.path.join(scratch, sub)
             rc, out, err = self.run([binary, "--version"], scratch, penv)
             version = D.parse_version(out)
             if rc != 0 or version is None:
@@ -499,6 +528,10 @@ class Doctor(object):
             self.fail("database %s (from %s) does not exist on %s; ai-memory would create an empty DB there and "
                       "doctor would call it healthy - fix `db`/`chdir`/HOME, or restore the DB first"
                       % (db_path, origin, self.host))
+        if not dbinfo["exists"] and p["verify_chain"]:
+            self.fail("database %s (from %s) does not exist on %s; verify-signed-events-chain opens the local DB, "
+                      "so it would create an empty one and report an intact chain - fix `db`/`chdir`/HOME, or set "
+                      "verify_chain: false for a remote-only check" % (db_path, origin, self.host))
         decision = None
         if dbinfo["exists"]:
             try:
@@ -519,7 +552,10 @@ class Doctor(object):
                                  "does not refuse and runs degraded - use the matching binary"
                                  % (db_path, self.host, before, binary, info["version"], info["schema_version"]))
 
-        dbflag = ["--db", p["db"]] if p["db"] is not None else []
+        # Always the resolved absolute path: the binary must open exactly the file whose schema was just
+        # checked. Left to resolve on its own it can pick another file (e.g. a config it rejects makes
+        # it fall back to ./ai-memory.db) and migrate or create that one unchecked.
+        dbflag = ["--db", db_path]
         doctor_argv = [binary] + dbflag + ["doctor", "--json"] + (["--remote", p["remote"]] if p["remote"] else [])
         chain_argv = [binary] + dbflag + ["verify-signed-events-chain", "--format", "json"]
         if p["verify_chain"] and info["capabilities"].get("verify_signed_events_chain") is False:
@@ -546,8 +582,10 @@ class Doctor(object):
         try:
             report = D.parse_doctor_report(out)
         except D.DoctorError as e:
-            self.fail("ai-memory doctor on %s (db %s) gave no usable report (rc=%s): %s%s; stderr: %s"
-                      % (self.host, db_path, rc, to_native(e), ("; " + e.hint) if e.hint else "",
+            self.fail("ai-memory doctor on %s (db %s) gave no usable report (rc=%s): %s; fix: %s; stderr: %s"
+                      % (self.host, db_path, rc, to_native(e),
+                         e.hint or "check that %s is an ai-memory binary whose `doctor --json` prints the "
+                                   "health report, and the error on stderr" % binary,
                          (err or "").strip()[-500:]))
         g = D.gate(report, p["fail_on"], p["ignore_sections"])
         for name in g["unknown_ignored"]:
@@ -571,8 +609,9 @@ class Doctor(object):
             try:
                 chain = D.parse_chain_report(out)
             except D.DoctorError as e:
-                self.fail("verify-signed-events-chain on %s (db %s) failed (rc=%s): %s; stderr: %s"
-                          % (self.host, db_path, rc, to_native(e), (err or "").strip()[-500:]))
+                self.fail("verify-signed-events-chain on %s (db %s) failed (rc=%s): %s; fix: make the DB readable "
+                          "and writable by the service user (and give its passphrase if it is encrypted), see "
+                          "stderr: %s" % (self.host, db_path, rc, to_native(e), (err or "").strip()[-500:]))
             self.result["chain"] = chain
             reasons.extend(D.chain_gate(chain, p["require_signatures"]))
 
@@ -581,7 +620,7 @@ class Doctor(object):
                 after = self.read_version(db_path)
             except SchemaError as e:
                 after = None
-                self.module.warn("cannot re-read the schema version of %s: %s" % (db_path, to_native(e)))
+                self.module.warn("cannot re-read the schema version of %s on %s: %s" % (db_path, self.host, to_native(e)))
             dbinfo["schema_version_after"] = after
             migrated = after is not None and after != dbinfo["schema_version_before"]
             self.result["migrated"] = migrated

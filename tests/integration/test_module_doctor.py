@@ -271,3 +271,67 @@ def test_missing_db_is_refused_and_not_created(tmp_path, bins):
     assert _failed(r, "missing") and missing in res["msg"] and "would create an empty DB" in res["msg"]
     assert not os.path.exists(missing)
     assert "quote it" in r.task("bool env")["msg"]
+
+
+def test_binary_opens_exactly_the_checked_db_even_when_it_rejects_the_config(tmp_path, bins):
+    """The branch build rejects a config with api_key_env + api_key_file (facts 1.10) and falls back
+    to ./ai-memory.db; the module read the config's `db`. The binary must still open that file,
+    never migrate the unchecked v20 ./ai-memory.db."""
+    h = Host(tmp_path)
+    h.create_db(bins["0.7.0"])  # the configured DB, v54
+    stray = os.path.join(h.home, "ai-memory.db")
+    gen_db.generate(stray, 50, pending=0)  # a v20 DB where the binary's fallback would look
+    h.write_config('db = "%s"\n[llm]\nbackend = "ollama"\napi_key_env = "K"\napi_key_file = "/nope"\n' % h.db)
+    with open(stray, "rb") as f:
+        stray_sha = f.read()
+    home_files = sorted(os.listdir(h.home))
+    args = {"binary": bins["0.7.0"], "environment": {"HOME": h.home}}  # no `db`: resolved like the binary
+    r = run_playbook(tmp_path, [_t("resolved", args), _t("resolved chain", dict(args, verify_chain=True))])
+    for name in ("resolved", "resolved chain"):
+        res = r.task(name)
+        assert res["db"]["path"] == h.db and res["db"]["origin"] == "config db", res
+        assert res["source"] == h.db, res
+    assert sorted(os.listdir(h.home)) == home_files  # no sidecar appeared next to the stray DB
+    with open(stray, "rb") as f:
+        assert f.read() == stray_sha
+    conn = sqlite3.connect("file:%s?mode=ro" % stray, uri=True)
+    try:
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 20
+    finally:
+        conn.close()
+    with open(stray, "rb") as f:
+        assert f.read() == stray_sha
+
+
+def test_remote_chain_against_missing_db_is_refused_and_not_created(tmp_path, bins):
+    h = Host(tmp_path)
+    url = "http://127.0.0.1:%d" % _free_port()
+    r = run_playbook(tmp_path, [_t("remote chain", h.task(bins["0.7.0"], remote=url, verify_chain=True))])
+    res = r.task("remote chain")
+    assert _failed(r, "remote chain")
+    assert h.db in res["msg"] and "verify_chain: false" in res["msg"], res["msg"]
+    assert not os.path.exists(h.db)
+    assert res["commands"] and not any("verify-signed-events-chain" in c and "--help" not in c
+                                       for c in res["commands"])
+
+
+def test_probes_and_check_mode_write_nothing_real_and_env_secrets_are_masked(tmp_path, bins):
+    h = Host(tmp_path)
+    h.create_db(bins["0.7.0"])
+    audit = os.path.join(h.home, "audit")
+    state = os.path.join(h.home, "state")
+    secret = "sk-plain-env-91c7d0e4"
+    env = {"HOME": h.home, "AI_MEMORY_AUDIT_DIR": audit, "XDG_STATE_HOME": state,
+           "AI_MEMORY_LLM_API_KEY": secret}
+    home_before = sorted(os.listdir(h.home))
+    sha = h.sha()
+    r = run_playbook(tmp_path, [_t("check", h.task(bins["0.7.0"], environment=env), check_mode=True)])
+    res = r.task("check")
+    assert not _failed(r, "check"), res
+    assert res["skipped_in_check_mode"] is True
+    # the preamble of the probes went to the scratch dir only
+    assert not os.path.exists(audit) and not os.path.exists(state)
+    assert sorted(os.listdir(h.home)) == home_before and h.sha() == sha
+    # a secret passed in `environment` (not secret_environment) is masked everywhere, invocation included
+    assert secret not in json.dumps(r.results) and secret not in r.stdout
+    assert any("looks like a secret" in w for w in res.get("warnings", []))

@@ -109,7 +109,10 @@ def test_could_not_open_single_section_report():
     assert g["passed"] is False and g["failing_sections"] == ["Storage"] and g["ignored_sections"] == []
     msg = D.describe_failures(r, g)
     assert "could not open database at /nope/ai-memory.db" in msg and "check `db`/`chdir`" in msg
-    assert D.gate(r, "never")["passed"] is True
+    # no health was read at all: "never" (report only) must not turn it into a pass
+    for level in ("never", "warning"):
+        g = D.gate(r, level, ["Storage"])
+        assert g["passed"] is False and g["failing_sections"] == ["Storage"], level
 
 
 def test_storage_critical_with_more_sections_is_not_a_db_open_failure():
@@ -208,13 +211,18 @@ def test_chain_ok():
 
 def test_chain_break_fails_with_sequence():
     reasons = D.chain_gate(D.parse_chain_report(CHAIN_BREAK))
-    assert reasons == ["signed-events chain breaks at sequence=5 (7 row(s) walked)"]
+    assert len(reasons) == 1
+    assert reasons[0].startswith("signed-events chain breaks at sequence=5 (7 row(s) walked) - fix: ")
+    assert "restore the DB from a verified snapshot" in reasons[0]
 
 
 def test_signature_failures_only_fail_when_required():
     c = D.parse_chain_report(CHAIN_SIGS)
     assert D.chain_gate(c, False) == []
-    assert D.chain_gate(c, True) == ["signature verification failed for sequence(s) 2, 3"]
+    reasons = D.chain_gate(c, True)
+    assert len(reasons) == 1
+    assert reasons[0].startswith("signature verification failed for sequence(s) 2, 3 - fix: ")
+    assert "require_signatures: false" in reasons[0]
 
 
 @pytest.mark.parametrize("bad", ["verify-signed-events-chain OK: 0 row(s) walked, chain holds",
