@@ -406,7 +406,16 @@ def _rename_key(table, old, new, value):
     if _TomlContainer is not None and isinstance(container, _TomlContainer):
         try:
             container._replace(old, new, tomlkit.item(value))
-            if old not in table and plain(table.get(new)) == value:
+            # Container._replace (tomlkit 0.11 and 0.13) only updates the body, not the dict view
+            # that iteration / unwrap() use: without this sync plain(doc) still lacks ``new``, so
+            # the v0.7.0 validation would run on a stale view of the file about to be written.
+            for view in (container, table):
+                if dict.__contains__(view, old):
+                    dict.__delitem__(view, old)
+                if not dict.__contains__(view, new):
+                    dict.__setitem__(view, new, container[new])
+            data = plain(table)
+            if old not in data and data.get(new) == value:
                 return
         except Exception:  # internal API changed: fall back to the public one
             pass
@@ -718,14 +727,26 @@ def plan_clean_claude_json(text, path="~/.claude.json"):
     return plan
 
 
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+#: JSON objects whose every string value is masked (MCP server ``env`` and HTTP ``headers``).
+_MASK_ALL_UNDER = ("env", "headers")
+
+
+def _is_secret_json_key(name):
+    """``is_secret_key`` for JSON's camelCase / dashed names (``primaryApiKey``, ``accessToken``,
+    ``X-Api-Key``, ``Authorization``)."""
+    snake = _CAMEL.sub(r"\1_\2", str(name)).replace("-", "_").lower()
+    return is_secret_key(snake) or snake == "authorization"
+
+
 def _mask_json(value, under_env=False):
     if isinstance(value, dict):
         out = OrderedDict()
         for k, v in value.items():
-            if (under_env or is_secret_key(k)) and isinstance(v, str):
+            if (under_env or _is_secret_json_key(k)) and isinstance(v, str):
                 out[k] = MASK
             else:
-                out[k] = _mask_json(v, under_env=(k == "env"))
+                out[k] = _mask_json(v, under_env=(k in _MASK_ALL_UNDER))
         return out
     if isinstance(value, list):
         return [_mask_json(v) for v in value]

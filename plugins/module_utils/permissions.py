@@ -87,15 +87,19 @@ def get_policies(data, path):
     if gov is None:
         return []
     if not isinstance(gov, dict):
-        raise PermissionsError("`governance` in %s is not a table" % path)
+        raise PermissionsError("`governance` in %s is not a table" % path,
+                               hint="make [governance] a table in %s (or remove it), then re-run" % path)
     pol = gov.get("policy", [])
     if isinstance(pol, dict):
         pol = [pol]
     if not isinstance(pol, list):
-        raise PermissionsError("`governance.policy` in %s is not an array of tables" % path)
+        raise PermissionsError("`governance.policy` in %s is not an array of tables" % path,
+                               hint="write each policy as a [[governance.policy]] table in %s, then re-run" % path)
     for i, p in enumerate(pol):
         if not isinstance(p, dict):
-            raise PermissionsError("[[governance.policy]] #%d in %s is not a table" % (i + 1, path))
+            raise PermissionsError("[[governance.policy]] #%d in %s is not a table" % (i + 1, path),
+                                   hint="write each policy as a [[governance.policy]] table in %s, then re-run"
+                                        % path)
     return pol
 
 
@@ -104,17 +108,21 @@ def get_permissions(data, path):
     if perm is None:
         return {}
     if not isinstance(perm, dict):
-        raise PermissionsError("`permissions` in %s is not a table" % path)
+        raise PermissionsError("`permissions` in %s is not a table" % path,
+                               hint="make [permissions] a table in %s, then re-run" % path)
     return perm
 
 
 def existing_rules(perm, path):
     rules = perm.get("rules", [])
     if not isinstance(rules, list):
-        raise PermissionsError("`permissions.rules` in %s is not an array" % path)
+        raise PermissionsError("`permissions.rules` in %s is not an array" % path,
+                               hint="write each rule as a [[permissions.rules]] table in %s, then re-run" % path)
     for i, r in enumerate(rules):
         if not isinstance(r, dict):
-            raise PermissionsError("permissions.rules #%d in %s is not a table" % (i + 1, path))
+            raise PermissionsError("permissions.rules #%d in %s is not a table" % (i + 1, path),
+                                   hint="write each rule as a [[permissions.rules]] table in %s, then re-run"
+                                        % path)
     return rules
 
 
@@ -125,7 +133,8 @@ def _field(policy, name, index, path):
     val = policy.get(name)
     if val is not None and not isinstance(val, str):
         raise PermissionsError("[[governance.policy]] #%d in %s: `%s` is %r, expected a string"
-                               % (index + 1, path, name, val))
+                               % (index + 1, path, name, val),
+                               hint="quote that value (or remove the key) in %s, then re-run" % path)
     return val
 
 

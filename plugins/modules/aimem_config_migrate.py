@@ -89,6 +89,9 @@ options:
         C(llm-api-key) and C(llm-auto-tag-api-key).
       - Defaults to the directory of O(path). If the directory is missing, it is created with mode
         C(0700), owned like the config.
+      - A relative path is made absolute (against the module's working directory) before it is
+        written to C(api_key_file), because ai-memory would resolve a relative one against the
+        daemon's working directory.
     type: str
   allow_lax_key_file_perms:
     description:
@@ -378,7 +381,8 @@ def main():
 
         if p["inline_api_key"] == "externalize" and cm.inline_key_sections(doc):
             key_dir = p["api_key_dir"] or os.path.dirname(path)
-            key_dir = _expand(module, key_dir, "api_key_dir")
+            # absolute: a relative api_key_file would be resolved against the daemon's cwd
+            key_dir = os.path.abspath(_expand(module, key_dir, "api_key_dir"))
             try:
                 key_files = cm.plan_externalize(doc, key_dir, path)
             except cm.ConfigMigrateError as e:

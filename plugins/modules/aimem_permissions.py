@@ -39,6 +39,8 @@ attributes:
     support: full
   diff_mode:
     support: full
+    details: Secret values (any C(api_key), C(*_token), C(*_secret), C(*_password), C(*_passphrase))
+      are replaced by C(********) in the diff.
 options:
   path:
     description:
@@ -140,6 +142,7 @@ import platform
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.aimem.fleet.plugins.module_utils import config_migrate as cm
 from ansible_collections.aimem.fleet.plugins.module_utils import permissions as P
 from ansible_collections.aimem.fleet.plugins.module_utils.fileops import FileOpError, atomic_write, make_backup
 
@@ -183,7 +186,11 @@ def main():
         mode_after=plan["mode_after"],
     )
     if plan["changed"] and module._diff:
-        result["diff"] = {"before": text, "after": plan["new_text"],
+        # The diff is the whole file: mask the serve api_key, hook secrets, inline LLM keys...
+        secrets = cm.secret_values(P.load_toml(text, path))
+        for s in secrets:
+            module.no_log_values.add(s)
+        result["diff"] = {"before": cm.mask_text(text, secrets), "after": cm.mask_text(plan["new_text"], secrets),
                           "before_header": path, "after_header": "%s (migrated)" % path}
     if plan["changed"] and not module.check_mode:
         try:

@@ -373,3 +373,20 @@ def test_same_document_as_standin_070(tmp_path, standin_070):
                 assert line in cfg_o.read_text(), (name, line)
     assert "# header" not in (homes["commented, with kept tables"][1] / ".config" / "ai-memory"
                               / "config.toml").read_text()
+
+
+def test_relative_api_key_dir_is_written_as_an_absolute_api_key_file(tmp_path):
+    # A relative api_key_file would be resolved against the daemon's working directory: the key
+    # must be recorded by its absolute path (resolved against the module's working directory).
+    home, cfg = _home(tmp_path, '[llm]\nbackend = "openai"\napi_key = "%s"\n' % SECRET, mode=0o600)
+    rel = "keys-rel"
+    task = {"name": "rel", MOD: {"path": str(cfg), "inline_api_key": "externalize", "api_key_dir": rel}}
+    r = run_playbook(tmp_path, _play(home, [task]))
+    assert r.rc == 0, r.output
+    kf = tomlkit.parse(cfg.read_text()).unwrap()["llm"]["api_key_file"]
+    assert os.path.isabs(kf), kf
+    # -c local runs the module in the playbook's directory (tmp_path)
+    key = tmp_path / rel / "llm-api-key"
+    assert kf == str(key)
+    assert r.task("rel")["api_key_files"][0]["path"] == kf
+    assert key.read_text() == SECRET and _mode(key) == 0o400

@@ -2,6 +2,7 @@
 /usr/bin/python3): check mode + diff change nothing, the real run writes exactly the rules,
 the second run reports changed=0, a bad decision fails and leaves the file byte-identical."""
 import glob
+import json
 import os
 import stat
 import sys
@@ -104,3 +105,17 @@ def test_missing_file_named(tmp_path):
     r = run_playbook(tmp_path, [_task("missing", missing)])
     assert r.status("missing") == "ignored"
     assert missing in r.task("missing")["msg"] and not os.path.exists(missing)
+
+
+def test_diff_never_shows_secrets(tmp_path):
+    # The diff is the whole file: the serve api_key, a hooks HMAC secret and an inline [llm].api_key
+    # must not reach the output or the registered result.
+    secrets = ("http-serve-key-Q7w2", "hmac-5f5f5f5f5f5f", "sk-llm-inline-9Zx")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('api_key = "%s"\n[hooks]\nhmac_secret = "%s"\n' % secrets[:2]
+                   + CONFIG.replace('backend = "ollama"', 'backend = "openai"\napi_key = "%s"' % secrets[2]))
+    r = run_playbook(tmp_path, [_task("perm", str(cfg))], check=True, diff=True)
+    res = r.task("perm")
+    assert res["changed"] is True and "+[[permissions.rules]]" in r.stdout, r.output
+    for s in secrets:
+        assert s not in r.stdout and s not in r.stderr and s not in json.dumps(res), s

@@ -664,3 +664,45 @@ def test_claude_json_diff_masking():
         assert s not in before and s not in after
     assert '"AI_MEMORY_AGENT_ID": "********"' in before
     assert "AI_MEMORY_AGENT_ID" not in after
+
+
+# ------------------------------------------------------------------------------------------------
+# Review fixes
+# ------------------------------------------------------------------------------------------------
+
+def test_externalized_doc_is_what_gets_validated():
+    # The in-memory document must show api_key_file after the rename (tomlkit's Container._replace
+    # alone left the dict view stale, so check_v2 never saw the new key file).
+    doc = cm.parse_toml('schema_version = 2\n[llm]\nbackend = "openai"\napi_key = "%s"  # c\n'
+                        'model = "m"\n[llm.auto_tag]\napi_key = "%s"\n' % (SECRET, SECRET + "x"))
+    cm.plan_externalize(doc, "/keys")
+    data = cm.plain(doc)
+    assert data["llm"] == {"backend": "openai", "api_key_file": "/keys/llm-api-key", "model": "m",
+                           "auto_tag": {"api_key_file": "/keys/llm-auto-tag-api-key"}}
+    assert ('backend = "openai"\napi_key_file = "/keys/llm-api-key"  # c\nmodel = "m"\n'
+            in cm.tomlkit.dumps(doc))  # position and comment kept
+    assert cm.plain(cm.parse_toml(cm.tomlkit.dumps(doc))) == data
+
+    def lax(p):
+        return os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 0, 0, 0, 0))
+    problems = cm.validate_v2(doc, stat_fn=lax)
+    assert any("/keys/llm-api-key" in p and "chmod 0400" in p for p in problems), problems
+    assert any("/keys/llm-auto-tag-api-key" in p for p in problems), problems
+
+
+def test_claude_json_diff_masks_camelcase_and_header_secrets():
+    text = json.dumps(OrderedDict([
+        ("primaryApiKey", "sk-ant-primary-111"),
+        ("oauthAccount", {"accessToken": "oat-222", "emailAddress": "u@example.org"}),
+        ("mcpServers", OrderedDict([
+            ("ai-memory", {"command": "ai-memory", "env": {"AI_MEMORY_DB": "/x.db"}}),
+            ("remote", {"type": "http", "url": "https://mcp.example.org",
+                        "headers": {"Authorization": "Bearer hdr-333", "X-Api-Key": "hdr-444"}}),
+        ])),
+    ]), indent=2)
+    plan = cm.plan_clean_claude_json(text)
+    assert plan.changed
+    for masked in (cm.masked_claude_json(text, plan.fmt), cm.masked_claude_json(plan.text, plan.fmt)):
+        for s in ("sk-ant-primary-111", "oat-222", "hdr-333", "hdr-444"):
+            assert s not in masked, (s, masked)
+        assert "https://mcp.example.org" in masked and "u@example.org" in masked

@@ -234,3 +234,20 @@ def test_tomlkit_reader_gives_the_same_plan(monkeypatch):
     assert P.plan(got["new_text"], mode="off")["changed"] is False
     with pytest.raises(P.PermissionsError, match="decision 'pending'"):
         P.plan(CONFIG.replace('"allow"', '"pending"'))
+
+
+@pytest.mark.parametrize("text", [
+    'governance = 1\n',
+    '[governance]\npolicy = 1\n',
+    '[governance]\npolicy = [1]\n',
+    'permissions = 1\n',
+    '[permissions]\nrules = 1\n',
+    '[permissions]\nrules = [1]\n',
+    '[[governance.policy]]\nscope = ["a"]\n',
+])
+def test_shape_errors_name_the_file_and_the_fix(text):
+    path = "/srv/ai/.config/ai-memory/config.toml"
+    with pytest.raises(P.PermissionsError) as e:
+        P.plan(text, path=path)
+    assert path in str(e.value)
+    assert e.value.hint and path in e.value.hint and "re-run" in e.value.hint
