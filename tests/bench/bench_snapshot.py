@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark (not a test): snapshot throughput of aimem_schema against `cp` of the same file.
 
-Builds a v20-like ai-memory DB of --size-mib (default 1024 MiB) in --dir (default
+Builds a realistic v0.6.4 (v20) ai-memory DB with tests/standin/gen_db.py of --size-mib (default 1024 MiB) in --dir (default
 <repo>/build/bench-snapshot, never /tmp), then times, each on a warm page cache and each with the
 copy fsynced (our snapshot fsyncs, so cp is followed by an fsync too):
 
@@ -19,7 +19,6 @@ unless --keep is given.
 from __future__ import print_function
 
 import argparse
-import json
 import os
 import shutil
 import sqlite3
@@ -38,54 +37,15 @@ sys.path.insert(0, COLLECTIONS)
 
 from ansible_collections.aimem.fleet.plugins.module_utils import sqlite_schema as ss  # noqa: E402
 
-SCHEMA = """
-CREATE TABLE memories (
-    id TEXT PRIMARY KEY, tier TEXT NOT NULL, namespace TEXT NOT NULL DEFAULT 'global',
-    title TEXT NOT NULL, content TEXT NOT NULL, tags TEXT NOT NULL DEFAULT '[]',
-    priority INTEGER NOT NULL DEFAULT 5, confidence REAL NOT NULL DEFAULT 1.0,
-    source TEXT NOT NULL DEFAULT 'api', access_count INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, last_accessed_at TEXT, expires_at TEXT,
-    metadata TEXT NOT NULL DEFAULT '{}', embedding BLOB,
-    scope_idx TEXT GENERATED ALWAYS AS (COALESCE(json_extract(metadata, '$.scope'), 'private')) VIRTUAL,
-    agent_id_idx TEXT GENERATED ALWAYS AS (json_extract(metadata, '$.agent_id')) VIRTUAL,
-    embedding_dim INTEGER
-);
-CREATE UNIQUE INDEX idx_memories_title_ns ON memories(title, namespace);
-CREATE INDEX idx_memories_namespace ON memories(namespace);
-CREATE TABLE memory_links (source_id TEXT NOT NULL, target_id TEXT NOT NULL,
-    relation TEXT NOT NULL DEFAULT 'related_to', created_at TEXT NOT NULL,
-    PRIMARY KEY (source_id, target_id, relation));
-CREATE TABLE archived_memories (id TEXT PRIMARY KEY, content TEXT, metadata TEXT, archived_at TEXT);
-CREATE TABLE schema_version (version INTEGER NOT NULL);
-INSERT INTO schema_version VALUES (20);
-"""
-
+sys.path.insert(0, os.path.join(ROOT, "tests", "standin"))
+import gen_db  # noqa: E402
 
 def build(path, size_mib):
-    """~1.1 KiB of text + a 1.5 KiB embedding (384 float32) per memory, until the file is big enough."""
-    target = size_mib * 1024 * 1024
-    c = sqlite3.connect(path, isolation_level=None)
-    c.execute("PRAGMA journal_mode=OFF")
-    c.execute("PRAGMA synchronous=OFF")
-    c.executescript(SCHEMA)
-    i = 0
-    batch = 5000
-    while os.path.getsize(path) < target:
-        rows = []
-        for _ in range(batch):
-            rnd = os.urandom(560).hex()
-            rows.append(("%032x" % i, ("short", "mid", "long")[i % 3], "ns%d" % (i % 17), "title %d" % i,
-                         "memory %d: %s" % (i, rnd), "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z",
-                         json.dumps({"agent_id": "agent-%d" % (i % 5), "scope": "private"}),
-                         os.urandom(1536), 384))
-            i += 1
-        c.execute("BEGIN")
-        c.executemany("INSERT INTO memories(id, tier, namespace, title, content, created_at, updated_at,"
-                      " metadata, embedding, embedding_dim) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-        c.execute("COMMIT")
-    c.execute("PRAGMA journal_mode=WAL")  # like a real ai-memory DB (header says WAL)
-    c.close()
-    return i
+    """A realistic v0.6.4 DB from the project's generator (tests/standin/gen_db.py: every v20 table,
+    FTS5 and its triggers, links, archived rows), about 4 KiB per memory, padded to size_mib."""
+    rows = max(1000, size_mib * 256)
+    summary = gen_db.generate(path, rows, size_mb=size_mib, seed=1)
+    return summary["memories"]
 
 
 def warm(path):
