@@ -86,6 +86,13 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
+def real_target(path):
+    """``path`` with symlinks resolved when it is a symlink; ``path`` unchanged otherwise."""
+    if os.path.islink(path):
+        return os.path.realpath(path)
+    return path
+
+
 def atomic_write(path, data, mode=None, uid=None, gid=None):
     """Write ``data`` (bytes or str) to ``path`` atomically.
 
@@ -95,6 +102,9 @@ def atomic_write(path, data, mode=None, uid=None, gid=None):
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
+    # A symlinked file (a config.toml linked into an NFS share) is written through the link: the
+    # rename lands on the real file, so the link and every host sharing the target stay intact.
+    path = real_target(path)
     directory = os.path.dirname(os.path.abspath(path)) or "."
     meta = file_meta(path)
     if meta is not None:
@@ -140,7 +150,11 @@ def atomic_write(path, data, mode=None, uid=None, gid=None):
 
 
 def make_backup(path, now=None):
-    """Copy ``path`` to a fresh ``<path>.bak.<ts>`` (owner kept, mode never wider). Returns it."""
+    """Copy ``path`` to a fresh ``<path>.bak.<ts>`` (owner kept, mode never wider). Returns it.
+
+    A symlink is backed up next to its real file (one backup on a share, not one per link).
+    """
+    path = real_target(path)
     meta = file_meta(path)
     if meta is None:
         raise FileOpError("cannot back up %s: no such file" % path, path=path)

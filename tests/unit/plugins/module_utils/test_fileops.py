@@ -71,3 +71,32 @@ def test_atomic_write_missing_dir_names_dir(tmp_path):
 def test_restrict_mode():
     assert fileops.restrict_mode(0o100600) == 0o600
     assert fileops.restrict_mode(None) == 0o600
+
+
+def test_atomic_write_through_symlink_keeps_the_link_and_writes_the_share(tmp_path):
+    share = tmp_path / "nfs"
+    share.mkdir()
+    real = share / "config.toml"
+    real.write_text("old\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    link = home / "config.toml"
+    link.symlink_to(real)
+    written = fileops.atomic_write(str(link), "new\n")
+    assert link.is_symlink() and os.readlink(str(link)) == str(real)
+    assert real.read_text() == "new\n" and written == str(real)
+    assert sorted(p.name for p in home.iterdir()) == ["config.toml"]
+
+
+def test_backup_of_a_symlink_lands_next_to_the_real_file(tmp_path):
+    share = tmp_path / "nfs"
+    share.mkdir()
+    real = share / "config.toml"
+    real.write_text("v1\n")
+    os.chmod(str(real), 0o640)
+    link = tmp_path / "config.toml"
+    link.symlink_to(real)
+    dest = fileops.make_backup(str(link))
+    assert os.path.dirname(dest) == str(share)
+    assert open(dest).read() == "v1\n"
+    assert os.stat(dest).st_mode & 0o777 == 0o640
