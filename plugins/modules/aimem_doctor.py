@@ -42,6 +42,9 @@ description:
     directory. C(AI_MEMORY_AUDIT_DIR), C(AI_MEMORY_LOG_DIR), C(AI_MEMORY_KEY_DIR) and the
     C(XDG_*_HOME) variables are pointed into it as well. The real doctor run uses the given
     O(environment) (normally the service user's HOME), where that preamble does run.
+  - With O(probe_only=true) only those binary probes run (version, capabilities, target schema on a
+    scratch DB); no database is resolved, opened or required, nothing else runs, and the result is
+    never changed. Use it to vet a freshly unpacked binary before installing it.
 attributes:
   check_mode:
     support: full
@@ -137,6 +140,19 @@ options:
         only after a verified snapshot of the DB (upstream takes none).
     type: bool
     default: false
+  probe_only:
+    description:
+      - Only probe the binary (C(--version), C(<sub> --help) for each capability, C(boot --format json)
+        against a scratch DB in a private directory that is removed afterwards) and return
+        RV(binary). No database is resolved, opened or required; doctor and the chain check do not
+        run; RV(changed) is always V(false). The same in check mode.
+      - The scratch directory is created under C(HOME) from O(environment) (else the module's
+        remote tmpdir), so point C(HOME) at a directory next to the data, never C(/tmp).
+      - Cannot be combined with O(db), O(remote), O(verify_chain), O(require_signatures) or
+        O(allow_migration).
+    type: bool
+    default: false
+    version_added: "1.0.0"
 notes:
   - Run it as the service user (C(become_user)) with that user's HOME in O(environment).
   - RV(changed) is V(false) for a pure health gate. It is V(true) only when the run actually
@@ -191,6 +207,20 @@ EXAMPLES = r"""
 - name: Use config migrate only where the binary really has it
   ansible.builtin.debug:
     msg: "config migrate available: {{ probe.binary.capabilities.config_migrate }}"
+
+- name: Vet an unpacked release binary before installing it (no DB needed or touched)
+  aimem.fleet.aimem_doctor:
+    binary: /var/lib/ai-memory/.aimem-fleet/unpack-0.7.0/ai-memory
+    probe_only: true
+    environment:
+      HOME: /var/lib/ai-memory/.aimem-fleet
+  register: candidate
+
+- name: Refuse a build that prints 0.7.0 but lacks config migrate (the v0.7.0 tag build)
+  ansible.builtin.assert:
+    that:
+      - candidate.binary.version == '0.7.0'
+      - candidate.binary.capabilities.config_migrate | bool
 """
 
 RETURN = r"""
@@ -216,7 +246,7 @@ binary:
       sample: {config_migrate: true, verify_signed_events_chain: true, identity: true, governance_migrate: true}
 db:
   description: The database and its schema before and after.
-  returned: always
+  returned: unless O(probe_only=true)
   type: dict
   contains:
     path:
@@ -301,7 +331,7 @@ chain:
   sample: {rows_checked: 12, chain_break: null, signature_failures: [], chain_holds: true}
 gate:
   description: The gate decision.
-  returned: always
+  returned: unless O(probe_only=true)
   type: dict
   contains:
     passed:
@@ -501,9 +531,23 @@ class Doctor(object):
         p = self.p
         if p["require_signatures"] and not p["verify_chain"]:
             self.module.fail_json(msg="require_signatures needs verify_chain: true (task on %s)" % self.host)
+        if p["probe_only"]:
+            clash = [k for k in ("db", "remote", "verify_chain", "require_signatures", "allow_migration") if p[k]]
+            if clash:
+                self.module.fail_json(msg="probe_only: true on %s probes the binary only and never touches a "
+                                          "database; drop %s from the task" % (self.host, ", ".join(clash)))
         env = self.build_env()
         self.result["environment_keys"] = sorted(env)
         home = env.get("HOME") or os.environ.get("HOME") or os.path.expanduser("~")
+        if p["probe_only"]:
+            binary = self.resolve_binary()
+            info = self.probe(binary, env, home)
+            self.result["binary"] = info
+            self.result["changed"] = False
+            caps = ", ".join("%s=%s" % (k, info["capabilities"][k]) for k in sorted(info["capabilities"]))
+            self.module.exit_json(msg="probed %s on %s: ai-memory %s, schema v%s, capabilities: %s"
+                                      % (binary, self.host, info["version"], info["schema_version"], caps),
+                                  **self.result)
         cwd = p["chdir"] or home
         if not os.path.isdir(cwd):
             self.fail("working directory %s does not exist on %s; fix `chdir` (or HOME in `environment`)" % (cwd, self.host))
@@ -651,6 +695,7 @@ def main():
             require_signatures=dict(type="bool", default=False),
             remote=dict(type="str"),
             allow_migration=dict(type="bool", default=False),
+            probe_only=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )

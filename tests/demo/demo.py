@@ -6,8 +6,9 @@
    from the controller's address inside the test network,
 3. seeds every host as a field v0.6.4 install (binary, v1 config, generated v20 DB with data,
    running daemon, local fake Ollama),
-4. runs the upgrade with the collection (tests/demo/walkthrough.yml), then runs it again to show
-   that the second run changes nothing,
+4. runs `ansible-playbook aimem.fleet.upgrade` (preflight, drain + verified snapshot, pinned install,
+   config v1 -> v2, permissions, staged posture, start + verify, identity enrolment; a canary host
+   first, then the rest), then runs it again to show that the second run changes nothing,
 5. prints the per-host report and tears the fleet down (``--keep`` leaves it up; ``--down`` removes it).
 """
 import argparse
@@ -37,7 +38,8 @@ def _load_builder():
 
 def _playbook(fleet, playbook, extra, title):
     print("\n=== %s" % title, flush=True)
-    cmd = [os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", str(fleet.inventory), playbook] + extra
+    cmd = [os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", str(fleet.inventory)] + \
+        ([playbook] if playbook else []) + extra
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_FORCE_COLOR="0")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -54,13 +56,21 @@ def _playbook(fleet, playbook, extra, title):
     return took, recap
 
 
-def _table(rows, cols):
-    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
-    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
-    print(line)
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths)))
+def fleet_vars(fleet, pins, out):
+    """Inventory settings of the test fleet (what a Tier-2 admin puts in group_vars)."""
+    return {
+        "aimem_hosts": "fleet",
+        "aimem_service_user": "aimem",                  # upstream's user is ai-memory
+        "aimem_service_home": "/var/lib/ai-memory",
+        "aimem_service_manager": "process",             # the test hosts have no systemd
+        "aimem_service_init_script": "/etc/init.d/ai-memory",
+        "aimem_service_become_method": "ansible.builtin.su",
+        "aimem_service_become_flags": "-s /bin/sh",     # the service user's shell is nologin
+        "aimem_release_base_url": fleet.http_url,       # the fleet's release mirror ...
+        "aimem_release_allow_insecure_url": True,       # ... plain http inside the test network
+        "aimem_release_sha256": pins["0.7.0"],          # pins computed by us (upstream has none)
+        "aimem_controller_dir": os.path.join(out, "controller"),
+    }
 
 
 def main():
@@ -82,9 +92,8 @@ def main():
     t_start = time.monotonic()
     print("=== building stand-in ai-memory releases into %s" % OUT, flush=True)
     built = _load_builder().build_all(OUT)
-    for old in glob.glob(os.path.join(OUT, "report", "*.json")) + glob.glob(os.path.join(OUT, "seed-dbs", "*")):
+    for old in glob.glob(os.path.join(OUT, "seed-dbs", "*")):
         os.unlink(old)
-    os.makedirs(os.path.join(OUT, "report"), exist_ok=True)
     print("pins (sha256, computed by us; upstream publishes none):")
     for build in ("0.6.4", "0.7.0"):
         for triple, sha in sorted(built["pins"][build].items()):
@@ -100,22 +109,14 @@ def main():
         _playbook(fleet, os.path.join(ROOT, "tests", "playbooks", "seed_v064.yml"),
                   ["-e", "seed_standin_dir=%s" % OUT, "-e", "seed_rows=%d" % args.rows],
                   "seeding every host as a running ai-memory 0.6.4 install")
-        walk = os.path.join(HERE, "walkthrough.yml")
-        extra = ["-e", "demo_standin_dir=%s" % OUT]
-        t1, recap1 = _playbook(fleet, walk, extra, "upgrade run 1: 0.6.4 -> 0.7.0")
-        rows = []
-        for path in sorted(glob.glob(os.path.join(OUT, "report", "*.json"))):
-            with open(path) as f:
-                rows.append(json.load(f))
-        t2, recap2 = _playbook(fleet, walk, extra, "upgrade run 2: must change nothing")
+        extra = ["-e", json.dumps(fleet_vars(fleet, built["pins"], OUT)), "aimem.fleet.upgrade"]
+        t1, recap1 = _playbook(fleet, None, extra, "upgrade run 1: 0.6.4 -> 0.7.0 (ansible-playbook aimem.fleet.upgrade)")
+        run1 = os.path.realpath(os.path.join(OUT, "controller", "report", "latest"))
+        t2, recap2 = _playbook(fleet, None, extra, "upgrade run 2: must change nothing")
 
-        print("\n=== report of run 1 (per host JSON in %s)" % os.path.join(OUT, "report"))
-        _table(rows, ["host", "version_before", "version_after", "schema_before", "schema_after",
-                      "memories_before", "memories_after", "digest_equal", "doctor_overall", "chain_holds"])
-        print()
-        for r in rows:
-            print("%s: snapshot %s\n    sha256 %s, config backup %s" % (
-                r["host"], r.get("snapshot"), r.get("snapshot_sha256"), r.get("config_backup")))
+        print("\n=== report of run 1 (%s/report.json)" % run1)
+        with open(os.path.join(run1, "report.txt")) as f:
+            sys.stdout.write(f.read())
         print("\nupgrade run 1: %.1f s, changed per host %s" % (t1, recap1))
         print("upgrade run 2: %.1f s, changed per host %s" % (t2, recap2))
         if any(recap2.values()):

@@ -52,3 +52,31 @@ def test_role_argument_spec_renders(role):
     res = _doc("-t", "role", "aimem.fleet.%s" % role)
     assert res.returncode == 0, res.stderr
     assert "ENTRY POINT" in res.stdout
+
+
+FILTERS = sorted(f[:-4] for f in os.listdir(os.path.join(ROOT, "plugins", "filter")) if f.endswith(".yml"))
+
+
+def test_report_filters_exist():
+    assert {"report_row", "fleet_report", "report_table"} <= set(FILTERS)
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_filter_doc_renders(name):
+    res = _doc("-t", "filter", "aimem.fleet.%s" % name)
+    assert res.returncode == 0, res.stderr
+    assert "aimem.fleet.%s" % name in res.stdout and "EXAMPLES:" in res.stdout
+
+
+PLAYBOOKS = sorted(f[:-4] for f in os.listdir(os.path.join(ROOT, "playbooks")) if f.endswith(".yml"))
+
+
+def test_the_fleet_playbooks_exist():
+    assert {"upgrade", "secure", "rollback", "preflight"} <= set(PLAYBOOKS)
+
+
+@pytest.mark.parametrize("name", PLAYBOOKS)
+def test_playbook_resolves_by_fqcn(name):
+    res = subprocess.run([os.path.join(BIN, "ansible-playbook"), "--syntax-check", "-i", "localhost,",
+                          "aimem.fleet.%s" % name], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr

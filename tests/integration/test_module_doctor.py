@@ -335,3 +335,39 @@ def test_probes_and_check_mode_write_nothing_real_and_env_secrets_are_masked(tmp
     # a secret passed in `environment` (not secret_environment) is masked everywhere, invocation included
     assert secret not in json.dumps(r.results) and secret not in r.stdout
     assert any("looks like a secret" in w for w in res.get("warnings", []))
+
+
+def test_probe_only_needs_no_db_and_tells_branch_from_tag_without_touching_home(tmp_path, bins):
+    """probe_only: version, capabilities and target schema of a binary on a host with NO database;
+    nothing is resolved, created or left in HOME, and the task never reports changed."""
+    home = tmp_path / "svc"
+    home.mkdir()
+    home_before = sorted(os.listdir(str(home)))
+    env = {"HOME": str(home)}
+    r = run_playbook(tmp_path, [
+        _t("branch", {"binary": bins["0.7.0"], "probe_only": True, "environment": env}),
+        _t("tag", {"binary": bins["0.7.0-tag"], "probe_only": True, "environment": env}),
+        _t("tag check mode", {"binary": bins["0.7.0-tag"], "probe_only": True, "environment": env},
+           check_mode=True),
+        _t("with db", {"binary": bins["0.7.0"], "probe_only": True, "environment": env,
+                       "db": str(home / "ai-memory.db")}),
+    ])
+    branch, tag, tag_check = r.task("branch"), r.task("tag"), r.task("tag check mode")
+    for name, res in (("branch", branch), ("tag", tag), ("tag check mode", tag_check)):
+        assert not _failed(r, name), res
+        assert res["changed"] is False, res
+        assert "db" not in res and "gate" not in res and "sections" not in res, res
+        assert res["binary"]["version"] == "0.7.0", res
+        # only probes ran: --version, four `<sub> --help` and boot against the scratch DB
+        assert len(res["commands"]) == 6, res["commands"]
+        assert not any("doctor" in c for c in res["commands"]), res["commands"]
+    assert branch["binary"]["capabilities"]["config_migrate"] is True
+    assert tag["binary"]["capabilities"]["config_migrate"] is False
+    assert tag_check["binary"]["capabilities"]["config_migrate"] is False
+    assert (branch["binary"]["schema_version"], tag["binary"]["schema_version"]) == (54, 42)
+    assert branch["binary"]["path"] == bins["0.7.0"]
+    # combining probe_only with a DB option is refused, naming the option
+    with_db = r.task("with db")
+    assert _failed(r, "with db") and "probe_only" in with_db["msg"] and "db" in with_db["msg"], with_db
+    # nothing created in HOME: no DB, no config template, no probe scratch dir
+    assert sorted(os.listdir(str(home))) == home_before == []

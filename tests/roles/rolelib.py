@@ -115,6 +115,7 @@ class SeededFleet(object):
             "aimem_service_become_method": "ansible.builtin.su",
             "aimem_service_become_flags": "-s /bin/sh",
             "aimem_release_base_url": self.fleet.http_url,
+            "aimem_release_allow_insecure_url": True,     # plain http inside the fleet's own network
             "aimem_release_sha256": self.pins["0.7.0"],
             "aimem_controller_dir": os.path.join(self.tmp, "controller"),
         }
