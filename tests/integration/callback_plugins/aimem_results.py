@@ -9,6 +9,7 @@ from __future__ import absolute_import, division, print_function
 
 import json
 import os
+import time
 
 from ansible.plugins.callback import CallbackBase
 
@@ -42,6 +43,13 @@ class CallbackModule(CallbackBase):
         super(CallbackModule, self).__init__(*args, **kwargs)
         self._out = os.environ.get("AIMEM_RESULTS_FILE")
         self._play = None
+        self._task_started = time.time()
+
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self._task_started = time.time()
+
+    def v2_playbook_on_handler_task_start(self, task):
+        self._task_started = time.time()
 
     def v2_playbook_on_play_start(self, play):
         self._play = play.get_name()
@@ -57,7 +65,8 @@ class CallbackModule(CallbackBase):
             task = result._task.get_name()
         host = result._host.get_name() if hasattr(result, "_host") else result.host.get_name()
         line = {"play": self._play, "task": task, "host": host, "status": status,
-                "action": getattr(result._task, "action", None), "result": _plain(dict(data))}
+                "action": getattr(result._task, "action", None), "result": _plain(dict(data)),
+                "secs": round(time.time() - self._task_started, 3)}
         with open(self._out, "a") as f:
             f.write(json.dumps(line) + "\n")
 
