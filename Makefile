@@ -9,6 +9,9 @@ STAMP        := $(VENV)/.installed
 COLL_LINK    := .collections/ansible_collections/aimem/fleet
 BUILD_DIR    := build
 PYTEST_ARGS  ?=
+# Test files run side by side, one file per worker (a file shares one test fleet): at least 3
+# workers - the fleet tests mostly wait on SSH, daemons and health polls - and at most 6.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); n=$$((n + 1)); [ $$n -lt 3 ] && n=3; [ $$n -gt 6 ] && n=6; echo $$n)
 DEMO_HOSTS   ?= 3
 KEEP         ?= 0
 
@@ -69,7 +72,7 @@ unit: venv
 
 # One pytest run last, so the log ends on pytest's own summary line.
 test: lint build
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile tests $(PYTEST_ARGS)
 
 # --- demo ---------------------------------------------------------------------------------------
 demo: venv

@@ -7,6 +7,9 @@ COLLECTIONS = os.path.join(ROOT, ".collections")
 _link = os.path.join(COLLECTIONS, "ansible_collections", "aimem", "fleet")
 if not os.path.lexists(_link):
     os.makedirs(os.path.dirname(_link), exist_ok=True)
-    os.symlink(os.path.join("..", "..", ".."), _link)
+    try:
+        os.symlink(os.path.join("..", "..", ".."), _link)
+    except FileExistsError:  # another pytest-xdist worker made it first
+        pass
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)

@@ -95,7 +95,9 @@ class SeededFleet(object):
         self.fleet.down()
 
     def seed(self, hosts=None):
-        extra = {"seed_standin_dir": self.out, "seed_rows": self.rows}
+        # per-fleet scratch: the generated DBs are cached by host name, and fleets differ in rows
+        extra = {"seed_standin_dir": self.out, "seed_rows": self.rows,
+                 "seed_scratch": os.path.join(self.tmp, "seed-dbs")}
         if self.size_mb:
             extra["seed_size_mb"] = self.size_mb
         if hosts:
