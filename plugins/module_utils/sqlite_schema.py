@@ -346,7 +346,11 @@ def find_holders(paths, proc="/proc", exclude_pids=None):
         for fd in fds:
             try:
                 link = os.readlink(os.path.join(fd_dir, fd))
-            except OSError:
+            except OSError as e:
+                # listing an fd table can be allowed while reading its links is not (no
+                # CAP_SYS_PTRACE, e.g. in a container): then nothing is proven about this process
+                if e.errno in (errno.EACCES, errno.EPERM):
+                    complete = False
                 continue
             if link in targets:
                 files.add(targets[link])

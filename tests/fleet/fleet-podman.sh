@@ -124,8 +124,10 @@ fleet_up() {
     printf 'ListenAddress %s:22\nHostKey /etc/ssh/fleet/ssh_host_ed25519_key\nPasswordAuthentication no\nUseDNS no\n' "$addr" > "$d/listen.conf"
     install -d -m 700 "$d/ssh"; install -m 600 "$FLEET_DIR/ssh_host_ed25519_key" "$d/ssh/"
     install -m 600 "$FLEET_DIR/id_ed25519.pub" "$d/authorized_keys"
+    # SYS_PTRACE: root reads other users' /proc/<pid>/fd on a real host; podman drops it by default,
+    # and without it nothing can prove that no process holds the DB.
     podman run -d --replace --name "$NAME-h$i" --hostname "h$i" --label "aimem.fleet=$NAME" --systemd=always \
-      -v "$d/listen.conf:/etc/ssh/sshd_config.d/zz-fleet.conf:ro" -v "$d/ssh:/etc/ssh/fleet:ro" \
+      --cap-add SYS_PTRACE -v "$d/listen.conf:/etc/ssh/sshd_config.d/zz-fleet.conf:ro" -v "$d/ssh:/etc/ssh/fleet:ro" \
       -v "$d/authorized_keys:/root/.ssh/authorized_keys:ro" "$IMAGE" /sbin/init >/dev/null
   done
   for i in $(seq 1 "$n"); do

@@ -4,6 +4,7 @@ The DBs are in WAL mode with rows left in an un-checkpointed ``-wal`` (written b
 that exits without closing, like a daemon stopped with SIGTERM), ``schema_version`` holds one row
 and ``PRAGMA user_version`` stays 0 (facts 2.1, 2.6, 2.9).
 """
+import errno
 import hashlib
 import json
 import os
@@ -517,3 +518,28 @@ def test_restore_replaces_a_damaged_db_and_keeps_it_aside(tmp_path, damage):
     now = ss.inspect(db, with_db_digest=True)
     assert now["db_digest"] == original["db_digest"] and now["integrity_ok"] is True
     assert sha(res["replaced"]) == damaged_sha
+
+
+def test_holders_incomplete_when_fd_links_cannot_be_read(tmp_path):
+    """An fd table that lists but whose links cannot be read (no CAP_SYS_PTRACE) proves nothing."""
+    proc = tmp_path / "proc"
+    fd = proc / "4242" / "fd"
+    fd.mkdir(parents=True)
+    (proc / "4242" / "comm").write_text("ai-memory\n")
+    (proc / "4242" / "cmdline").write_bytes(b"ai-memory\0mcp\0")
+    (fd / "3").write_text("")  # a regular file: os.readlink raises EINVAL, which is not a refusal
+
+    holders, complete = ss.find_holders([str(tmp_path / "db")], proc=str(proc), exclude_pids=())
+    assert holders == [] and complete is True
+
+    real_readlink = os.readlink
+
+    def denied(path, *a, **kw):
+        if str(path).startswith(str(fd)):
+            raise OSError(errno.EACCES, "Permission denied", str(path))
+        return real_readlink(path, *a, **kw)
+
+    import unittest.mock as mock
+    with mock.patch.object(ss.os, "readlink", denied):
+        holders, complete = ss.find_holders([str(tmp_path / "db")], proc=str(proc), exclude_pids=())
+    assert holders == [] and complete is False
