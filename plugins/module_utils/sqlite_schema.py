@@ -317,8 +317,11 @@ def find_holders(paths, proc="/proc", exclude_pids=None):
     """Processes that have any of ``paths`` open, from ``/proc/<pid>/fd``.
 
     Returns (holders, complete): holders is a list of ``{pid, comm, cmdline, files}`` (cmdline as a
-    list, environ is never read); complete is False when some process' fd table was not readable
-    (run as root for a proof that nothing holds the DB). The calling process is excluded.
+    list, environ is never read); complete is False when the fd table of a process that could hold
+    the DB could not be read - one named ai-memory, or running as the (non-root) owner of ``paths`` (run
+    as root with CAP_SYS_PTRACE for a proof that nothing holds the DB). Unreadable tables of other
+    processes (another user's shell, a setuid sshd or su when root lacks CAP_SYS_PTRACE) are not
+    counted. The calling process is excluded.
     """
     if exclude_pids is None:
         exclude_pids = (os.getpid(),)
@@ -328,6 +331,33 @@ def find_holders(paths, proc="/proc", exclude_pids=None):
         targets[os.path.abspath(p)] = p
     holders = []
     complete = True
+    owners = set()
+    for p in paths:
+        try:
+            uid = os.stat(p).st_uid
+        except OSError:
+            continue
+        if uid != 0:  # a root-owned DB: only processes named ai-memory count (root runs everything)
+            owners.add(uid)
+
+    def could_hold(pid):
+        """Whether an unreadable process may be one that holds the DB (then nothing is proven)."""
+        base = os.path.join(proc, pid)
+        try:
+            with open(os.path.join(base, "comm"), "rb") as f:
+                if b"ai-memory" in f.read():
+                    return True
+            with open(os.path.join(base, "cmdline"), "rb") as f:
+                if b"ai-memory" in f.read():
+                    return True
+            with open(os.path.join(base, "status"), "rb") as f:
+                for line in f.read().decode("utf-8", "replace").splitlines():
+                    if line.startswith("Uid:"):
+                        return bool(set(int(x) for x in line.split()[1:]) & owners)
+        except (OSError, ValueError):
+            return True
+        return False
+
     try:
         pids = [d for d in os.listdir(proc) if d.isdigit()]
     except OSError:
@@ -339,10 +369,11 @@ def find_holders(paths, proc="/proc", exclude_pids=None):
         try:
             fds = os.listdir(fd_dir)
         except OSError as e:
-            if e.errno in (errno.EACCES, errno.EPERM):
+            if e.errno in (errno.EACCES, errno.EPERM) and could_hold(pid):
                 complete = False
             continue
         files = set()
+        denied = False
         for fd in fds:
             try:
                 link = os.readlink(os.path.join(fd_dir, fd))
@@ -350,10 +381,12 @@ def find_holders(paths, proc="/proc", exclude_pids=None):
                 # listing an fd table can be allowed while reading its links is not (no
                 # CAP_SYS_PTRACE, e.g. in a container): then nothing is proven about this process
                 if e.errno in (errno.EACCES, errno.EPERM):
-                    complete = False
+                    denied = True
                 continue
             if link in targets:
                 files.add(targets[link])
+        if denied and could_hold(pid):
+            complete = False
         if not files:
             continue
         comm, cmdline = "", []

@@ -543,3 +543,33 @@ def test_holders_incomplete_when_fd_links_cannot_be_read(tmp_path):
     with mock.patch.object(ss.os, "readlink", denied):
         holders, complete = ss.find_holders([str(tmp_path / "db")], proc=str(proc), exclude_pids=())
     assert holders == [] and complete is False
+
+
+def test_unreadable_fd_tables_of_unrelated_processes_do_not_count(tmp_path):
+    """A setuid sshd / su (or another user's shell) whose fds root cannot read cannot void the proof;
+    an unreadable process named ai-memory or running as the DB's owner does."""
+    db = tmp_path / "ai-memory.db"
+    db.write_bytes(b"")
+    if os.geteuid() == 0:  # the DB of a service user (a root-owned DB only counts ai-memory names)
+        os.chown(str(db), 4242, -1)
+    owner = os.stat(str(db)).st_uid
+    proc = tmp_path / "proc"
+    for pid, comm, uid in (("100", "sshd", owner + 1), ("200", "bash", owner)):
+        (proc / pid / "fd").mkdir(parents=True)
+        (proc / pid / "comm").write_text(comm + "\n")
+        (proc / pid / "cmdline").write_bytes(comm.encode() + b"\0")
+        (proc / pid / "status").write_text("Name:\t%s\nUid:\t%d\t%d\t%d\t%d\n" % (comm, uid, uid, uid, uid))
+    real_listdir = os.listdir
+
+    def denied_for(pids):
+        def listdir(path):
+            if any(str(path) == str(proc / p / "fd") for p in pids):
+                raise OSError(errno.EACCES, "Permission denied", str(path))
+            return real_listdir(path)
+        return listdir
+
+    import unittest.mock as mock
+    with mock.patch.object(ss.os, "listdir", denied_for(["100"])):
+        assert ss.find_holders([str(db)], proc=str(proc), exclude_pids=()) == ([], True)
+    with mock.patch.object(ss.os, "listdir", denied_for(["100", "200"])):
+        assert ss.find_holders([str(db)], proc=str(proc), exclude_pids=()) == ([], False)
