@@ -79,6 +79,27 @@ def _load_json_object(text, what):
     return data
 
 
+# Environment variables that choose where the binary's start-up preamble writes (config template,
+# audit dir, logs, keys). Probes point every one of them into a private scratch directory.
+PROBE_DIR_VARS = (
+    ("AI_MEMORY_AUDIT_DIR", os.path.join(".local", "state", "ai-memory", "audit")),
+    ("AI_MEMORY_LOG_DIR", os.path.join(".local", "state", "ai-memory", "logs")),
+    ("AI_MEMORY_KEY_DIR", os.path.join(".config", "ai-memory", "keys")),
+    ("XDG_CONFIG_HOME", ".config"),
+    ("XDG_STATE_HOME", os.path.join(".local", "state")),
+    ("XDG_DATA_HOME", os.path.join(".local", "share")),
+    ("XDG_CACHE_HOME", ".cache"),
+)
+
+
+def scratch_env(base, scratch):
+    """A copy of ``base`` with HOME and every preamble write location inside ``scratch``."""
+    env = dict(base or {})
+    env["HOME"] = scratch
+    for var, sub in PROBE_DIR_VARS:
+        env[var] = os.path.join(scratch, sub)
+    return env
+
 def _excerpt(text, limit=300):
     text = text.strip()
     return text if len(text) <= limit else text[:limit] + "..."

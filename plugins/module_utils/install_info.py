@@ -60,16 +60,6 @@ ENV_KEYS = ("AI_MEMORY_DB", "AI_MEMORY_NO_CONFIG", "AI_MEMORY_REQUIRE_API_KEY")
 GLOBAL_VALUE_OPTS = ("--db", "--agent-id", "--db-passphrase-file")
 MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 SYSTEMS = {"linux": "unknown-linux-gnu", "darwin": "apple-darwin"}
-# Where the binary's start-up preamble writes; the version probe points all of them into scratch.
-PROBE_DIR_VARS = (
-    ("AI_MEMORY_AUDIT_DIR", os.path.join(".local", "state", "ai-memory", "audit")),
-    ("AI_MEMORY_LOG_DIR", os.path.join(".local", "state", "ai-memory", "logs")),
-    ("AI_MEMORY_KEY_DIR", os.path.join(".config", "ai-memory", "keys")),
-    ("XDG_CONFIG_HOME", ".config"),
-    ("XDG_STATE_HOME", os.path.join(".local", "state")),
-    ("XDG_DATA_HOME", os.path.join(".local", "share")),
-    ("XDG_CACHE_HOME", ".cache"),
-)
 
 
 class InfoError(Exception):
@@ -490,10 +480,7 @@ def disk_check(directory, nbytes):
 # binary
 # --------------------------------------------------------------------------------------------
 def probe_env(scratch, base=None):
-    env = dict(base or {})
-    env["HOME"] = scratch
-    for var, sub in PROBE_DIR_VARS:
-        env[var] = os.path.join(scratch, sub)
+    env = D.scratch_env(base, scratch)
     env.pop("AI_MEMORY_DB", None)
     return env
 

@@ -395,20 +395,6 @@ except ImportError:
         TOML_IMPORT_ERROR = e
 
 
-
-# Environment variables that choose where the binary's preamble writes; the probes point them
-# all into their scratch directory.
-PROBE_DIR_VARS = (
-    ("AI_MEMORY_AUDIT_DIR", os.path.join(".local", "state", "ai-memory", "audit")),
-    ("AI_MEMORY_LOG_DIR", os.path.join(".local", "state", "ai-memory", "logs")),
-    ("AI_MEMORY_KEY_DIR", os.path.join(".config", "ai-memory", "keys")),
-    ("XDG_CONFIG_HOME", ".config"),
-    ("XDG_STATE_HOME", os.path.join(".local", "state")),
-    ("XDG_DATA_HOME", os.path.join(".local", "share")),
-    ("XDG_CACHE_HOME", ".cache"),
-)
-
-
 class Doctor(object):
     def __init__(self, module):
         self.module = module
@@ -469,14 +455,11 @@ class Doctor(object):
             self.fail("cannot create a probe directory under %s on %s: %s; make the service user's HOME writable"
                       % (base, self.host, to_native(e)))
         try:
-            penv = dict(env)
-            penv["HOME"] = scratch
-            penv["AI_MEMORY_BOOT_ENABLED"] = "1"
             # The start-up preamble creates the audit directory (and may write logs) wherever these
             # point; keep every such write inside the scratch directory, never in the real HOME or
             # the service's real state/log directories (check mode writes nothing real).
-            for var, sub in PROBE_DIR_VARS:
-                penv[var] = os.path.join(scratch, sub)
+            penv = D.scratch_env(env, scratch)
+            penv["AI_MEMORY_BOOT_ENABLED"] = "1"
             rc, out, err = self.run([binary, "--version"], scratch, penv)
             version = D.parse_version(out)
             if rc != 0 or version is None:
