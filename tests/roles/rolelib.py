@@ -68,6 +68,48 @@ class Result(PlaybookResult):
         return {h: v["changed"] for h, v in self.recap.items()}
 
 
+class Run(object):
+    """A background ansible-playbook run (see SeededFleet.start)."""
+
+    def __init__(self, cmd, env, results_file, playbook):
+        self.cmd, self.results_file, self.playbook = cmd, results_file, playbook
+        self._out = tempfile.TemporaryFile(mode="w+")
+        self._err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._out, stderr=self._err, text=True,
+                                     start_new_session=True)
+        self.pid = self.proc.pid
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def kill(self):
+        """SIGKILL the whole run, like an OOM killer or a `kill -9` of the operator's session."""
+        import signal
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return self.wait(60)
+
+    def wait(self, timeout=900):
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        self._out.seek(0)
+        self._err.seek(0)
+        results = []
+        if os.path.exists(self.results_file):
+            with open(self.results_file) as f:
+                for line in f:
+                    try:
+                        results.append(json.loads(line))
+                    except ValueError:   # the last line of a killed run may be cut
+                        pass
+        return Result(self.proc.returncode, self._out.read(), self._err.read(), results, self.playbook, self.cmd)
+
+
 class SeededFleet(object):
     """A test fleet whose hosts run ai-memory 0.6.4 (seeded by tests/playbooks/seed_v064.yml)."""
 
@@ -126,6 +168,13 @@ class SeededFleet(object):
     def play(self, playbook, extra=None, check=False, diff=False, args=(), env=None, timeout=900,
              use_vars=True, limit=None):
         """Run ansible-playbook over SSH against the fleet; ``extra`` goes in as one JSON -e."""
+        return self.start(playbook, extra=extra, check=check, diff=diff, args=args, env=env,
+                          use_vars=use_vars, limit=limit).wait(timeout)
+
+    def start(self, playbook, extra=None, check=False, diff=False, args=(), env=None, use_vars=True,
+              limit=None):
+        """Start ansible-playbook in the background (its own process group); ``.wait()`` -> Result,
+        ``.kill()`` SIGKILLs the whole run (the main process, its workers and their ssh clients)."""
         self._n += 1
         results_file = os.path.join(self.tmp, "results-%d.jsonl" % self._n)
         evars = dict(self.vars) if use_vars else {}
@@ -150,12 +199,7 @@ class SeededFleet(object):
             "AIMEM_RESULTS_FILE": results_file,
         })
         run_env.update(env or {})
-        proc = subprocess.run(cmd, cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=timeout)
-        results = []
-        if os.path.exists(results_file):
-            with open(results_file) as f:
-                results = [json.loads(line) for line in f if line.strip()]
-        return Result(proc.returncode, proc.stdout, proc.stderr, results, playbook, cmd)
+        return Run(cmd, run_env, results_file, playbook)
 
     # -- host probes ---------------------------------------------------------------------------
     def sql(self, host, db, query):

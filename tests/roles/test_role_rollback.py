@@ -45,7 +45,8 @@ def _tree(sf, host):
     """Digests of everything the rollback may touch (check-mode / failure proof)."""
     paths = [DB, CONFIG, CLAUDE, ENV, BINARY, KEPT] + ["%s/%s.json" % (WORK, n) for n in STATE_FILES + ["rollback"]]
     tree = sf.tree_digest(host, paths)
-    tree["ls"] = sf.exec(host, "ls -1 %s %s %s" % (HOME, WORK, os.path.dirname(CONFIG))).stdout
+    # the run lock's guard file (created by the first aimem.fleet run that locks the host) is bookkeeping
+    tree["ls"] = sf.exec(host, "ls -1 %s %s %s | grep -v '^run\\.lock'" % (HOME, WORK, os.path.dirname(CONFIG))).stdout
     tree["daemon"] = sf.exec(host, "cat /run/ai-memory.pid", check=False).stdout
     return tree
 
