@@ -24,11 +24,12 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_HOME   := $(CURDIR)/.ansible
 export PATH           := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help sysdeps venv lint yamllint ansible-lint changelog-lint build test unit demo demo-down clean
+.PHONY: help sysdeps venv lint yamllint ansible-lint changelog-lint build test test-faults unit demo demo-down clean
 
 help:
 	@echo "make demo   - bring up a local test fleet on ai-memory 0.6.4 and run the collection against it"
 	@echo "make test   - lint, build the collection and run every test (unit, module, stand-in, fleet)"
+	@echo "make test-faults - only the fault-injection and security suite (tests/faults; part of make test)"
 	@echo "make lint | build | unit | clean"
 
 # --- set-up -------------------------------------------------------------------------------------
@@ -73,6 +74,10 @@ unit: venv
 # One pytest run last, so the log ends on pytest's own summary line.
 test: lint build
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile tests $(PYTEST_ARGS)
+
+# The fault-injection and security suite alone (make test runs it too, in the same pytest run).
+test-faults: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile tests/faults $(PYTEST_ARGS)
 
 # --- demo ---------------------------------------------------------------------------------------
 demo: venv
