@@ -9,9 +9,10 @@ STAMP        := $(VENV)/.installed
 COLL_LINK    := .collections/ansible_collections/aimem/fleet
 BUILD_DIR    := build
 PYTEST_ARGS  ?=
-# Test files run side by side, one file per worker (a file shares one test fleet): at least 3
-# workers - the fleet tests mostly wait on SSH, daemons and health polls - and at most 6.
-PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); n=$$((n + 1)); [ $$n -lt 3 ] && n=3; [ $$n -gt 6 ] && n=6; echo $$n)
+# Test files run side by side, one file per worker (a file shares one test fleet). The fleet tests
+# mostly wait on SSH, daemons and health polls (a 2-CPU machine stays half idle with 3 workers), so
+# 3 workers per CPU, at least 4 and at most 8.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); n=$$((n * 3)); [ $$n -lt 4 ] && n=4; [ $$n -gt 8 ] && n=8; echo $$n)
 DEMO_HOSTS   ?= 3
 KEEP         ?= 0
 
@@ -73,7 +74,7 @@ unit: venv
 
 # One pytest run last, so the log ends on pytest's own summary line.
 test: lint build
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile --durations=40 tests $(PYTEST_ARGS)
 
 # The fault-injection and security suite alone (make test runs it too, in the same pytest run).
 test-faults: venv

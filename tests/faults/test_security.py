@@ -9,13 +9,21 @@ import stat
 
 import pytest
 
-from faultlib import CFG, DB, ENV, HOME, PLAYBOOKS, WORK, assert_upgraded, fault_fleet, upgrade
+from faultlib import CFG, DB, ENV, HOME, PLAYBOOKS, ROOT, WORK, assert_upgraded, fault_fleet, upgrade
 
 LLM_KEY = "sk-PLANTED-llm-7c2f0a9e41d3b8"          # inline [llm].api_key, moved out by externalize
 HTTP_KEY = "PLANTED-http-api-key-5e8d1b"           # top-level api_key (serve's HTTP key; stays in config)
 ENV_KEY = "sk-PLANTED-env-93ab6f0c2d"              # a vendor key in the daemon's env file
 PLANTED = (LLM_KEY, HTTP_KEY, ENV_KEY)
-SEARCH = "/etc /var /root /home /opt /srv /tmp /run /usr/local"
+# where anything of the upgrade (or a leak of it) could land on a host; the hosts' /etc, /var, ...
+# are overlays of the controller's, so the checkout and the big package trees are pruned
+SEARCH = "/etc /var/lib /var/log /var/tmp /var/backups /root /home /opt /srv /tmp /run /usr/local"
+PRUNE = "-path %s -o -path /var/lib/apt -o -path /var/lib/dpkg -o -name .venv -o -path /root/.ansible" % ROOT
+
+
+def grep_hosts(sf, host, needle):
+    return sf.exec(host, "find %s \\( %s \\) -prune -o -type f -print0 2>/dev/null | xargs -0 -r grep -lsF -- '%s'; true"
+                   % (SEARCH, PRUNE, needle), timeout=300).stdout.split()
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +82,21 @@ def test_planted_secrets_never_reach_the_controller_report_or_key_store(run):
         assert not leaked, "%s holds a secret" % f
 
 
+def controller_has(path, needle=None):
+    """The test hosts' /etc, /var, /opt, ... are copy-on-write overlays of the controller's: a file
+    that the controller has too (with the same secret in it) is the controller's, not a host write."""
+    if not os.path.isfile(path):
+        return False
+    if needle is None:
+        return True
+    with open(path, "rb") as f:
+        return needle.encode() in f.read()
+
+
 def test_planted_secrets_live_only_in_their_own_private_files(run):
     for h in run.hosts:
         for s in PLANTED:
-            found = run.exec(h, "grep -rlsF -- '%s' %s; true" % (s, SEARCH)).stdout.split()
+            found = [f for f in grep_hosts(run, h, s) if not controller_has(f, s)]
             assert found, "%s: %s is nowhere (the check would prove nothing)" % (h, s)
             for f in found:
                 mode, owner = run.exec(h, "stat -L -c '%%a %%U' %s" % f).stdout.split()
@@ -125,7 +144,9 @@ def test_env_files_are_not_world_readable_and_private_keys_stay_0600(run):
 
 def test_nothing_is_left_in_tmp_on_the_hosts(run):
     for h in run.hosts:
-        left = run.exec(h, "find /tmp /var/tmp -mindepth 1 -newer /run/sec-marker").stdout.split()
+        left = [f for f in run.exec(h, "find /tmp /var/tmp -mindepth 1 \\( %s \\) -prune -o -newer /run/sec-marker -print"
+                                    % PRUNE, timeout=300).stdout.split()
+                if not (f.startswith("/var/tmp/") and controller_has(f) or os.path.isdir(f))]
         assert left == [], (h, left)
 
 
