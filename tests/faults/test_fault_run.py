@@ -109,12 +109,18 @@ def test_case13_second_controller_on_the_same_host_fails_cleanly_on_the_run_lock
     host = "h5"
     first = sf.start(UPGRADE, limit=host)
     wait_for(sf, host, "test -e %s/run.lock" % WORK, "the first run's lock", first)
-    holder = json.loads(sf.exec(host, ["cat", WORK + "/run.lock"]).stdout)
-    assert holder["pid"] == first.pid
-    second = upgrade(sf, limit=host)
-    final = assert_failed_clearly(second, host, r"cannot take the run lock %s/run\.lock" % WORK,
-                                  holder["run_id"], r"pid %d" % first.pid, r"aimem_lock_wait")
-    assert "was not stopped and nothing was installed" in final
+    first.pause()            # the first controller is busy on the host (alive, holding its lock)
+    try:
+        holder = json.loads(sf.exec(host, ["cat", WORK + "/run.lock"]).stdout)
+        assert holder["pid"] == first.pid
+        before = host_state(sf, host)
+        second = upgrade(sf, limit=host)
+        final = assert_failed_clearly(second, host, r"cannot take the run lock %s/run\.lock" % WORK,
+                                      holder["run_id"], r"pid %d" % first.pid, r"aimem_lock_wait")
+        assert "was not stopped and nothing was installed" in final
+        assert host_state(sf, host) == before          # the second run changed nothing
+    finally:
+        first.resume()
     r = first.wait()
     assert r.rc == 0, r.output[-5000:]
     assert_upgraded(sf, host)
@@ -125,13 +131,23 @@ def test_case13_second_controller_with_aimem_lock_wait_waits_for_the_first(sf):
     host = "h5"
     first = sf.start(UPGRADE, limit=host)
     wait_for(sf, host, "test -e %s/run.lock" % WORK, "the first run's lock", first)
-    t0 = time.time()
-    second = upgrade(sf, limit=host, extra={"aimem_lock_wait": 300})
+    first.pause()
+    try:
+        second = sf.start(UPGRADE, limit=host, extra={"aimem_lock_wait": 300})
+        # the second run is at the lock (the task before it is done): let it wait a while
+        t0 = time.time()
+        while "Look at the work directory" not in second.tasks_done():
+            assert second.running() and time.time() - t0 < 300, "the second run never reached the lock"
+            time.sleep(0.2)
+        time.sleep(3)
+        assert second.running()
+    finally:
+        first.resume()
     r = first.wait()
     assert r.rc == 0 and r.changed() == {host: 0}, r.output[-5000:]
-    assert second.rc == 0, second.output[-5000:]
-    assert second.changed() == {host: 0}
-    waited = [x["result"].get("waited", 0) for x in second.results if x["task"] == "Take the run lock of this host"]
-    assert waited and max(waited) > 0.5, waited
-    assert time.time() - t0 > max(waited)
+    res = second.wait()
+    assert res.rc == 0, res.output[-5000:]
+    assert res.changed() == {host: 0}
+    waited = [x["result"].get("waited", 0) for x in res.results if x["task"] == "Take the run lock of this host"]
+    assert waited and max(waited) >= 3, waited
     assert_upgraded(sf, host)

@@ -91,6 +91,22 @@ class Run(object):
             pass
         return self.wait(60)
 
+    def pause(self):
+        """SIGSTOP the whole run: it keeps what it holds (a run lock), alive, until resume()."""
+        import signal
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        import signal
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
+    def tasks_done(self):
+        """Names of the tasks whose results the run has recorded so far."""
+        if not os.path.exists(self.results_file):
+            return []
+        with open(self.results_file) as f:
+            return [json.loads(line)["task"] for line in f if line.strip().endswith("}")]
+
     def wait(self, timeout=900):
         try:
             self.proc.wait(timeout)
