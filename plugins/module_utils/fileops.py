@@ -73,7 +73,8 @@ def file_meta(path):
     return (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
 
 
-def _fsync_dir(directory):
+def fsync_dir(directory):
+    """fsync a directory (a rename/link in it is durable); errors are ignored."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -145,7 +146,7 @@ def atomic_write(path, data, mode=None, uid=None, gid=None):
             pass
         raise FileOpError("could not write %s: %s" % (path, e), path=path,
                           hint="check free space and permissions on %s" % directory)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return path
 
 
@@ -180,7 +181,7 @@ def make_backup(path, now=None):
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(os.path.dirname(os.path.abspath(dest)))
+    fsync_dir(os.path.dirname(os.path.abspath(dest)))
     return dest
 
 

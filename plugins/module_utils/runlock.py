@@ -52,6 +52,8 @@ import json
 import os
 import time
 
+from ansible_collections.aimem.fleet.plugins.module_utils.fileops import fsync_dir
+
 __metaclass__ = type
 
 LOCK_FORMAT_VERSION = 1
@@ -279,19 +281,6 @@ def read_lock(path):
 # --------------------------------------------------------------------------- writing helpers
 
 
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _dir_of(path):
     return os.path.dirname(os.path.abspath(path)) or "."
 
@@ -403,7 +392,7 @@ def _create_exclusive(path, content):
             raise _io_error("create the lock", path, e)
     finally:
         _unlink_quiet(tmp)
-    _fsync_dir(_dir_of(path))
+    fsync_dir(_dir_of(path))
     return True
 
 
@@ -415,7 +404,7 @@ def _replace(path, content):
     except OSError as e:
         _unlink_quiet(tmp)
         raise _io_error("refresh the lock", path, e)
-    _fsync_dir(_dir_of(path))
+    fsync_dir(_dir_of(path))
 
 
 def aside_name(path, now=None, exists=os.path.lexists):
@@ -454,7 +443,7 @@ def _move_aside(path, holder, now):
         except OSError:
             pass
         return None
-    _fsync_dir(_dir_of(path))
+    fsync_dir(_dir_of(path))
     return aside
 
 
@@ -585,7 +574,7 @@ def release(path, run_id, break_holder=None, check_mode=False, now=None):
                 os.unlink(path)
             except OSError as e:
                 raise _io_error("remove the lock", path, e)
-            _fsync_dir(_dir_of(path))
+            fsync_dir(_dir_of(path))
             return _result(path, released=True, changed=True)
         if break_holder and break_holder == holder.get("run_id"):
             aside = _move_aside(path, holder, now)
