@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The per-host upgrade report: one row per host from the facts the roles publish, and the
 fleet table printed at the end of a run. Pure Python (no Ansible import); the filter plugins in
-plugins/filter/report.py wrap these functions for the playbooks.
+plugins/filter/report.py and the aimem_report action plugin (which writes the files on the
+controller, no module run) wrap these functions for the playbooks.
 
 A row holds no secret: only versions, paths, digests, counts and verdicts. Values that the roles
 did not publish (a host that failed early, check mode) are None, never guessed.
@@ -12,6 +13,8 @@ from __future__ import absolute_import, division, print_function
 
 import json
 import os
+
+from ansible_collections.aimem.fleet.plugins.module_utils import fileops
 
 __metaclass__ = type
 
@@ -137,6 +140,43 @@ def summary(rows):
 def fleet_report(directory, run_id=None):
     rows = load_rows(directory)
     return {"run_id": run_id, "summary": summary(rows), "hosts": rows}
+
+
+def _private_dir(path):
+    """Create ``path`` (and parents) 0700; an existing directory is left as it is."""
+    if not os.path.isdir(path):
+        os.makedirs(path, 0o700)
+    return path
+
+
+def write_row(run_dir, row):
+    """Write one host's row as ``<run_dir>/hosts/<host>.json`` (0600, atomic). Returns its path."""
+    host = str(row.get("host") or "")
+    if not host or "/" in host or host in (".", ".."):
+        raise ValueError("a report row needs a host name that is a plain file name, got %r" % host)
+    path = os.path.join(_private_dir(os.path.join(run_dir, "hosts")), host + ".json")
+    fileops.atomic_write(path, json.dumps(row, indent=4, sort_keys=True) + "\n", mode=0o600)
+    return path
+
+
+def publish(report_root, run_id):
+    """Rebuild ``<report_root>/<run_id>/report.json`` and ``report.txt`` from every row written so
+    far and point ``<report_root>/latest`` at this run. Returns the fleet report."""
+    if not run_id or "/" in str(run_id) or str(run_id) in (".", ".."):
+        raise ValueError("the run id must be a plain file name, got %r" % (run_id,))
+    run_dir = _private_dir(os.path.join(report_root, str(run_id)))
+    report = fleet_report(os.path.join(run_dir, "hosts"), run_id=run_id)
+    fileops.atomic_write(os.path.join(run_dir, "report.json"),
+                         json.dumps(report, indent=4, sort_keys=True) + "\n", mode=0o600)
+    fileops.atomic_write(os.path.join(run_dir, "report.txt"), render_table(report["hosts"]), mode=0o600)
+    latest = os.path.join(report_root, "latest")
+    if not (os.path.islink(latest) and os.readlink(latest) == str(run_id)):
+        tmp = "%s.%d.tmp" % (latest, os.getpid())
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(str(run_id), tmp)
+        os.rename(tmp, latest)       # atomic: readers see the old run or the new one
+    return report
 
 
 def _cell(row, title, key):

@@ -2,6 +2,8 @@
 import json
 import os
 
+import pytest
+
 from ansible_collections.aimem.fleet.plugins.module_utils import report as R
 
 FACTS = {
@@ -70,3 +72,33 @@ def test_table_has_one_line_per_host_and_spells_out_failures():
     assert "h2: failed at Install: sha256 mismatch" in text
     assert "2 host(s): failed 1, upgraded 1" in text
     assert "snapshot /var/lib/ai-memory/ai-memory.db.pre-migration-v20-to-v54-abc.bak" in text
+
+
+def test_write_row_and_publish_write_private_files_and_point_latest(tmp_path):
+    root = tmp_path / "report"
+    for host, facts in (("h1", FACTS), ("h2", {})):
+        path = R.write_row(str(root / "r1"), R.build_row(host, facts, now=110))
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(str(root / "r1" / "hosts")).st_mode & 0o777) == "0o700"
+    rep = R.publish(str(root), "r1")
+    assert [r["host"] for r in rep["hosts"]] == ["h1", "h2"]
+    assert json.loads((root / "r1" / "report.json").read_text()) == rep
+    assert (root / "r1" / "report.txt").read_text() == R.render_table(rep["hosts"])
+    assert oct(os.stat(str(root / "r1" / "report.json")).st_mode & 0o777) == "0o600"
+    assert os.readlink(str(root / "latest")) == "r1"
+    # a row rewritten (the identity play after the batch) replaces the old one; a second run moves latest
+    R.write_row(str(root / "r1"), R.build_row("h2", FACTS, now=110))
+    assert R.publish(str(root), "r1")["summary"]["by_status"] == {"upgraded": 2}
+    R.write_row(str(root / "r2"), R.build_row("h1", FACTS, now=110))
+    R.publish(str(root), "r2")
+    assert os.readlink(str(root / "latest")) == "r2"
+    assert sorted(os.listdir(str(root))) == ["latest", "r1", "r2"]
+
+
+def test_write_row_and_publish_refuse_names_that_are_not_plain_files(tmp_path):
+    for bad in ("", "../x", "a/b"):
+        with pytest.raises(ValueError):
+            R.write_row(str(tmp_path), {"host": bad})
+        with pytest.raises(ValueError):
+            R.publish(str(tmp_path), bad)
+    assert os.listdir(str(tmp_path)) == []
