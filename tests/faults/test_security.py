@@ -28,7 +28,8 @@ def grep_hosts(sf, host, needle):
 
 @pytest.fixture(scope="module")
 def run():
-    sf = fault_fleet("fsec", 2, rows=60)
+    # one host: every secret-handling step runs on it (peer enrolment only moves public keys)
+    sf = fault_fleet("fsec", 1, rows=60)
     for h in sf.hosts:
         sf.exec(h, "sed -i '1i api_key = \"%s\"' %s && cat >> %s" % (HTTP_KEY, CFG, CFG),
                 input='\n[llm]\nbackend = "ollama"\nbase_url = "http://127.0.0.1:11434"\nmodel = "gemma3:4b"\n'
