@@ -51,6 +51,7 @@ from ansible_collections.aimem.fleet.plugins.module_utils.fileops import (
     FileOpError,
     atomic_write,
     file_meta,
+    fsync_dir,
     restrict_mode,
     utc_timestamp,
 )
@@ -530,13 +531,6 @@ def _fsync_path(path):
         os.close(fd)
 
 
-def _fsync_dir(directory):
-    try:
-        _fsync_path(directory)
-    except OSError:
-        pass
-
-
 def _unlink_quiet(*paths):
     for p in paths:
         try:
@@ -691,7 +685,7 @@ def take_snapshot(db, target_version=DEFAULT_TARGET_VERSION, snapshot_dir=None, 
         _unlink_quiet(tmp)
         raise
     _unlink_quiet(tmp)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     manifest = _write_manifest(final, info, source, db, version, target_version, db_meta)
     result.update({"sha256": info["sha256"], "bytes": info["bytes"], "integrity": info["integrity"],
                    "manifest_data": manifest})
@@ -874,7 +868,7 @@ def restore(db, snapshot, check_mode=False, allow_holders=False, expect_version=
     except BaseException:
         _unlink_quiet(tmp)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     with Reader(db) as r:
         after = describe(r.conn, integrity_level="quick", with_db_digest=True)
     if after["db_digest"] != snap["db_digest"] or not after["integrity_ok"]:
