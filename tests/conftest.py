@@ -1,4 +1,5 @@
 """Shared pytest set-up: make ``ansible_collections.aimem.fleet`` importable from a checkout."""
+import hashlib
 import os
 import sys
 
@@ -13,6 +14,34 @@ if not os.path.lexists(_link):
         pass
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
+
+
+def _ansiballz_cache_dir():
+    """One AnsiballZ payload cache for every ansible-playbook run of this test session
+    (tests/integration/callback_plugins/aimem_ansiballz_cache.py), keyed by the ansible-core in
+    use and the content of the collection's plugins, so that a changed module is rebuilt."""
+    h = hashlib.sha256()
+    try:
+        import ansible
+        h.update(("%s %s" % (ansible.__version__, ansible.__file__)).encode())
+    except ImportError:
+        return None
+    for d, dirs, files in sorted(os.walk(os.path.join(ROOT, "plugins"))):
+        dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                p = os.path.join(d, name)
+                h.update(os.path.relpath(p, ROOT).encode())
+                with open(p, "rb") as fh:
+                    h.update(fh.read())
+    return os.path.join(ROOT, ".ansible", "ansiballz-cache", h.hexdigest()[:16])
+
+
+_cache = _ansiballz_cache_dir()
+if _cache:
+    os.environ["AIMEM_ANSIBALLZ_CACHE"] = _cache
+    # the callback needs no enabling; runs that name their own callback dir use this same one
+    os.environ.setdefault("ANSIBLE_CALLBACK_PLUGINS", os.path.join(ROOT, "tests", "integration", "callback_plugins"))
 
 
 # Longest test files first: pytest-xdist (--dist loadfile) hands files to idle workers in this
