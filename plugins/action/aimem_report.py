@@ -15,6 +15,7 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.aimem.fleet.plugins.module_utils import report as R
+from ansible_collections.aimem.fleet.plugins.module_utils.fileops import FileOpError
 
 __metaclass__ = type
 
@@ -57,7 +58,9 @@ class ActionModule(ActionBase):
                 report = R.publish(root, args["run_id"])
                 result["report"] = report
                 result["report_path"] = os.path.join(run_dir, "report.json")
-        except (OSError, IOError, ValueError) as e:
+        except ValueError as e:
+            raise AnsibleActionFail("aimem_report: %s" % to_native(e))
+        except (OSError, IOError, FileOpError) as e:
             raise AnsibleActionFail(
                 "aimem_report: cannot write the run report under %s on the controller: %s; fix: make "
                 "aimem_controller_dir a directory the controller user can write" % (run_dir, to_native(e)))

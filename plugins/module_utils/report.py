@@ -143,9 +143,9 @@ def fleet_report(directory, run_id=None):
 
 
 def _private_dir(path):
-    """Create ``path`` (and parents) 0700; an existing directory is left as it is."""
-    if not os.path.isdir(path):
-        os.makedirs(path, 0o700)
+    """Create ``path`` (and parents) 0700; an existing directory is left as it is. Several workers
+    write their hosts' rows at once, so another one creating it first is no error."""
+    os.makedirs(path, 0o700, exist_ok=True)
     return path
 
 

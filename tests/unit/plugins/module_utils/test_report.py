@@ -102,3 +102,16 @@ def test_write_row_and_publish_refuse_names_that_are_not_plain_files(tmp_path):
         with pytest.raises(ValueError):
             R.publish(str(tmp_path), bad)
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_write_row_when_another_worker_made_the_directory_first(tmp_path, monkeypatch):
+    # two hosts' rows are written by parallel workers: the hosts/ directory may appear in between
+    real_makedirs = os.makedirs
+
+    def racing_makedirs(path, mode=0o777, exist_ok=False):
+        real_makedirs(path, mode, exist_ok=True)      # the other worker wins the race
+        return real_makedirs(path, mode, exist_ok=exist_ok)
+
+    monkeypatch.setattr(os, "makedirs", racing_makedirs)
+    path = R.write_row(str(tmp_path / "r1"), R.build_row("h1", FACTS, now=110))
+    assert os.path.isfile(path)
